@@ -1,0 +1,76 @@
+//! The errors that stop sandport from starting, each mapped to an exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the server could not start (or had to stop).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag value that cannot be used.
+    #[error("{0}")]
+    Config(String),
+
+    /// A plugin that cannot be served.
+    #[error("plugin {path}: {kind}")]
+    Plugin { path: PathBuf, kind: PluginError },
+
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+
+    /// Something failed while running, after a successful start.
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+/// What is wrong with a plugin file.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read it: {0}")]
+    Read(std::io::Error),
+
+    #[error("not a WebAssembly file (it does not start with the `\\0asm` header)")]
+    NotWasm,
+
+    #[error(
+        "it is a core WebAssembly module, not a component: build it as a component that \
+         implements the sandport:plugin/handler world (see wit/handler.wit)"
+    )]
+    CoreModule,
+
+    #[error("it is not a valid WebAssembly component: {0}")]
+    Invalid(String),
+
+    #[error("it does not implement the sandport:plugin/handler world: {0}")]
+    WrongWorld(String),
+
+    #[error("it imports something the host does not provide: {0}")]
+    RefusedImport(String),
+
+    #[error("it cannot be instantiated: {0}")]
+    Instantiate(String),
+}
+
+impl Error {
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+
+    pub fn plugin(path: impl Into<PathBuf>, kind: PluginError) -> Self {
+        Error::Plugin {
+            path: path.into(),
+            kind,
+        }
+    }
+
+    /// 2 for anything the user can fix in the command line or the plugins; 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Plugin { .. } | Error::Bind { .. } => 2,
+            Error::Runtime(_) => 1,
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The `sandport` binary: flags, logging and signals around the library; errors to exit codes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tracing_subscriber::EnvFilter;
+
+use sandport::cli::{Cli, LogFormat};
+use sandport::{Error, Server, Shutdown};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    raise_fd_limit();
+    let config = cli.into_config()?;
+    let server = Server::new(config.clone())?;
+    let listener = server.bind()?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot read the listening address: {e}")))?;
+
+    let shutdown = Shutdown::new();
+    watch_signals(shutdown.clone())?;
+    tracing::info!(
+        workers = config.workers,
+        isolation = %config.isolation,
+        framing = %config.framing,
+        plugins = config.plugins.len(),
+        "listening on {addr}"
+    );
+    server.run(listener, shutdown)
+}
+
+/// The first SIGINT/SIGTERM starts a graceful shutdown; a second one exits at once.
+fn watch_signals(shutdown: Shutdown) -> Result<(), Error> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot handle signals: {e}")))?;
+    std::thread::Builder::new()
+        .name("sandport-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                if seen == 1 {
+                    tracing::info!(signal = name, "shutting down");
+                    shutdown.trigger();
+                } else {
+                    tracing::warn!(signal = name, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Every connection is a file descriptor: use all the process may have, not the soft default.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

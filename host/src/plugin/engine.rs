@@ -1,0 +1,100 @@
+//! The one wasmtime engine: pooling allocator sized from the config, epochs, and the ticker.
+
+use std::time::Duration;
+
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::{Config, Isolation};
+
+/// How often the epoch advances: the resolution of every call's deadline.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Per-component allowances in the pool. Components from ordinary toolchains use a handful of
+/// core instances and tables and one or two memories; a plugin needing more fails at load.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 8;
+/// Elements one table may hold (large interpreters' function tables included).
+pub const TABLE_ELEMENTS: usize = 100_000;
+/// Keeps this much of a freed memory slot resident and zeroes it instead of returning it to the
+/// OS: a fresh instance then touches no new pages for a typical guest's stack and data.
+const KEEP_RESIDENT: usize = 1 << 20;
+/// Address space above which slots stop reserving 4 GiB each (and use bounds checks instead).
+const RESERVATION_BUDGET: u64 = 32 << 40;
+
+/// Component instances that can be alive at once: what the pool must hold.
+pub fn instance_slots(cfg: &Config) -> u32 {
+    let plugins = cfg.plugins.len() as u64;
+    let workers = cfg.workers as u64;
+    // Each worker runs one call at a time; an instance being replaced after an error can overlap
+    // with its successor, and loading instantiates each plugin once to check it.
+    let base = workers * plugins * 2 + plugins;
+    let slots = match cfg.isolation {
+        Isolation::Message | Isolation::Worker => base,
+        Isolation::Connection => cfg.max_connections as u64 * plugins + base,
+    };
+    slots.min(u32::MAX as u64 / CORE_INSTANCES_PER_COMPONENT as u64) as u32
+}
+
+/// Builds the engine every plugin is compiled for and instantiated in.
+pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
+    let slots = instance_slots(cfg);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(slots * MEMORIES_PER_COMPONENT)
+        .total_tables(slots * TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .table_elements(TABLE_ELEMENTS)
+        .max_memory_size(cfg.memory_limit)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10);
+
+    let mut wc = wasmtime::Config::new();
+    wc.wasm_component_model(true)
+        .epoch_interruption(true)
+        // sandport calls plugins synchronously; the async machinery only costs time per call.
+        .concurrency_support(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let memories = slots as u64 * MEMORIES_PER_COMPONENT as u64;
+    if memories * (4u64 << 30) > RESERVATION_BUDGET {
+        // Many slots (one per connection): reserve only what the memory cap allows.
+        wc.memory_reservation(cfg.memory_limit as u64)
+            .memory_guard_size(64 << 10);
+    }
+    Engine::new(&wc).map_err(|e| anyhow::anyhow!("{e:#}"))
+}
+
+/// Deadline of one call in epoch ticks (rounded up, plus the tick already under way).
+pub fn deadline_ticks(timeout: Duration) -> u64 {
+    (timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1) + 1
+}
+
+/// Advances the engine's epoch every [`TICK`] until the engine is dropped.
+pub fn spawn_ticker(engine: &Engine) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sandport-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(TICK);
+            match weak.upgrade() {
+                Some(engine) => engine.increment_epoch(),
+                None => return,
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
+        assert_eq!(deadline_ticks(Duration::from_millis(1000)), 201);
+    }
+}

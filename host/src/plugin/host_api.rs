@@ -1,0 +1,254 @@
+//! What the host gives a plugin instance: the WIT imports (`log`, `config-get`), a WASI context
+//! that grants nothing, stdout/stderr turned into log lines, and the memory cap.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::{sandport, HandlerImports, Level};
+
+/// The longest stdout/stderr line kept before it is logged in pieces.
+const MAX_LINE: usize = 4096;
+
+/// What a plugin instance's store holds.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Enforces `--memory-limit` and remembers whether the plugin ran into it.
+    pub cap: MemoryCap,
+    /// Plugin name, for log lines.
+    plugin: Arc<str>,
+    /// This plugin's `--config` values.
+    config: Arc<BTreeMap<String, String>>,
+    /// The connection the current call is for (0 outside calls); shared with the stdio streams.
+    conn: Arc<AtomicU64>,
+    stdout: LogStream,
+    stderr: LogStream,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<str>, config: Arc<BTreeMap<String, String>>, memory_limit: usize) -> Self {
+        let conn = Arc::new(AtomicU64::new(0));
+        let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
+        let stderr = LogStream::new(plugin.clone(), conn.clone(), "stderr");
+        // Nothing is granted: no preopened directories, no environment, no arguments, no
+        // sockets, no name lookups. Clocks and randomness stay available.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            cap: MemoryCap {
+                limit: memory_limit,
+                hit: false,
+            },
+            plugin,
+            config,
+            conn,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Tags what the plugin logs from now on with this connection.
+    pub fn set_connection(&mut self, id: u64) {
+        self.conn.store(id, Ordering::Relaxed);
+    }
+
+    /// Logs what the plugin printed without a final newline, so nothing is held across calls.
+    pub fn flush_output(&mut self) {
+        self.stdout.flush_partial();
+        self.stderr.flush_partial();
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl sandport::plugin::types::Host for HostState {}
+
+impl HandlerImports for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = &*self.plugin;
+        let conn = self.conn.load(Ordering::Relaxed);
+        match level {
+            Level::Trace => tracing::trace!(target: "plugin", plugin, conn, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", plugin, conn, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, conn, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, conn, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, conn, "{message}"),
+        }
+    }
+
+    fn config_get(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+}
+
+/// The `--memory-limit` for every memory of an instance; remembers a refused growth so a
+/// trap that follows it is reported as the memory cap, not as whatever the guest did next.
+pub struct MemoryCap {
+    limit: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= super::engine::TABLE_ELEMENTS)
+    }
+}
+
+/// A plugin's stdout or stderr: every complete line becomes a log event tagged with the plugin
+/// and connection. Clones share one line buffer.
+#[derive(Clone)]
+pub struct LogStream {
+    plugin: Arc<str>,
+    conn: Arc<AtomicU64>,
+    stream: &'static str,
+    partial: Arc<Mutex<Vec<u8>>>,
+}
+
+impl LogStream {
+    fn new(plugin: Arc<str>, conn: Arc<AtomicU64>, stream: &'static str) -> Self {
+        LogStream {
+            plugin,
+            conn,
+            stream,
+            partial: Arc::default(),
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        tracing::info!(
+            target: "plugin",
+            plugin = &*self.plugin,
+            conn = self.conn.load(Ordering::Relaxed),
+            stream = self.stream,
+            "{line}"
+        );
+    }
+
+    fn push(&self, mut bytes: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        while !bytes.is_empty() {
+            match bytes.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    partial.extend_from_slice(&bytes[..end]);
+                    self.emit(&partial);
+                    partial.clear();
+                    bytes = &bytes[end + 1..];
+                }
+                None => {
+                    partial.extend_from_slice(bytes);
+                    bytes = &[];
+                }
+            }
+            if partial.len() >= MAX_LINE {
+                self.emit(&partial);
+                partial.clear();
+            }
+        }
+    }
+
+    fn flush_partial(&self) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if !partial.is_empty() {
+            self.emit(&partial);
+            partial.clear();
+        }
+    }
+}
+
+impl IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for LogStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for LogStream {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for LogStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,19 @@
+//! Everything about plugins: the engine, loading and checking them, and running their hooks.
+
+pub mod bindings;
+pub mod engine;
+pub mod host_api;
+pub mod pool;
+pub mod registry;
+
+use std::path::Path;
+
+pub use pool::{CallError, Cause, ConnInstances, Outcome, WorkerPool};
+pub use registry::{Plugin, Plugins};
+
+/// A plugin's name: its file name without `.wasm`. Used in logs and in `--config NAME.KEY=...`.
+pub fn name_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

@@ -1,0 +1,278 @@
+//! One worker's plugin instances and the isolation policy: which instance a hook runs on, when
+//! it is thrown away, and how a message flows through the chain.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::{Connection, Handler, Response};
+use super::host_api::HostState;
+use super::registry::Plugins;
+use crate::config::Isolation;
+
+/// A live instance of one plugin, with the store that owns its memory.
+pub struct Instance {
+    store: Store<HostState>,
+    handler: Handler,
+}
+
+/// The instances a connection owns under `--isolation connection` (one per plugin).
+#[derive(Default)]
+pub struct ConnInstances(Vec<Option<Instance>>);
+
+/// What the chain asks the host to do after a hook.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Bytes for the client, before framing.
+    pub reply: Option<Vec<u8>>,
+    /// Close once the reply is written.
+    pub close: bool,
+}
+
+/// A hook that failed; the instance it ran on has been thrown away.
+#[derive(Debug)]
+pub struct CallError {
+    pub plugin: Arc<str>,
+    pub hook: &'static str,
+    pub cause: Cause,
+}
+
+/// Why a hook failed, sorted so logs and counters can tell the budgets apart.
+#[derive(Debug)]
+pub enum Cause {
+    /// The call ran past `--timeout-ms`.
+    Timeout,
+    /// The instance tried to grow its memory past `--memory-limit`.
+    MemoryLimit,
+    /// The guest's stack overflowed.
+    StackOverflow,
+    /// Any other trap.
+    Trap(String),
+    /// The hook returned `err(message)`.
+    Returned(String),
+    /// A fresh instance could not be made.
+    Instantiate(String),
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Timeout => f.write_str("deadline exceeded: the call ran past --timeout-ms"),
+            Cause::MemoryLimit => f.write_str("memory limit exceeded (--memory-limit)"),
+            Cause::StackOverflow => f.write_str("stack overflow"),
+            Cause::Trap(t) => write!(f, "trap: {t}"),
+            Cause::Returned(e) => write!(f, "plugin returned an error: {e}"),
+            Cause::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
+        }
+    }
+}
+
+impl Cause {
+    /// A short label for counters and the `kind` log field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Cause::Timeout => "timeout",
+            Cause::MemoryLimit => "memory",
+            Cause::StackOverflow => "stack",
+            Cause::Trap(_) => "trap",
+            Cause::Returned(_) => "err",
+            Cause::Instantiate(_) => "instantiate",
+        }
+    }
+
+    fn of(err: wasmtime::Error, store: &Store<HostState>) -> Cause {
+        if store.data().cap.hit {
+            return Cause::MemoryLimit;
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Cause::Timeout,
+            Some(Trap::StackOverflow) => Cause::StackOverflow,
+            Some(trap) => Cause::Trap(trap.to_string()),
+            None => Cause::Trap(format!("{err:#}")),
+        }
+    }
+}
+
+/// One worker's view of the plugins: never shared with another thread.
+pub struct WorkerPool {
+    plugins: Arc<Plugins>,
+    isolation: Isolation,
+    /// Under `--isolation worker`, one long-lived instance per plugin.
+    shared: Vec<Option<Instance>>,
+}
+
+impl WorkerPool {
+    pub fn new(plugins: Arc<Plugins>, isolation: Isolation) -> Self {
+        let shared = plugins.chain.iter().map(|_| None).collect();
+        WorkerPool {
+            plugins,
+            isolation,
+            shared,
+        }
+    }
+
+    /// Runs `on-connect` on every plugin in order; returns the greetings to send, how many
+    /// plugins accepted the connection (those get `on-disconnect` later), and whether to close.
+    pub fn on_connect(
+        &mut self,
+        conn: &Connection,
+        own: &mut ConnInstances,
+    ) -> (Vec<Vec<u8>>, usize, Result<bool, CallError>) {
+        let mut greetings = Vec::new();
+        for i in 0..self.plugins.chain.len() {
+            let res = self.call(i, conn.id, own, "on-connect", |h, s| {
+                h.call_on_connect(s, conn)
+            });
+            match res {
+                Ok(Ok(resp)) => {
+                    greetings.extend(resp.reply);
+                    if resp.close {
+                        return (greetings, i + 1, Ok(true));
+                    }
+                }
+                Ok(Err(msg)) => {
+                    return (greetings, i, Err(self.returned(i, "on-connect", msg, own)))
+                }
+                Err(e) => return (greetings, i, Err(e)),
+            }
+        }
+        (greetings, self.plugins.chain.len(), Ok(false))
+    }
+
+    /// Runs one message through the chain: each reply is the next plugin's message; no reply
+    /// or a close ends the chain early.
+    pub fn on_message(
+        &mut self,
+        conn: &Connection,
+        own: &mut ConnInstances,
+        message: &[u8],
+    ) -> Result<Outcome, CallError> {
+        let mut msg = Cow::Borrowed(message);
+        let last = self.plugins.chain.len() - 1;
+        for i in 0..=last {
+            let resp = self.call(i, conn.id, own, "on-message", |h, s| {
+                h.call_on_message(s, conn, &msg)
+            })?;
+            let resp = match resp {
+                Ok(resp) => resp,
+                Err(m) => return Err(self.returned(i, "on-message", m, own)),
+            };
+            match resp {
+                Response { reply, close: true } => return Ok(Outcome { reply, close: true }),
+                Response { reply: None, .. } => return Ok(Outcome::default()),
+                Response {
+                    reply: Some(r), ..
+                } if i == last => {
+                    return Ok(Outcome {
+                        reply: Some(r),
+                        close: false,
+                    })
+                }
+                Response {
+                    reply: Some(r), ..
+                } => msg = Cow::Owned(r),
+            }
+        }
+        unreachable!("the chain has at least one plugin")
+    }
+
+    /// Runs `on-disconnect` on the first `connected` plugins; returns the calls that failed.
+    pub fn on_disconnect(
+        &mut self,
+        conn: &Connection,
+        own: &mut ConnInstances,
+        connected: usize,
+    ) -> Vec<CallError> {
+        let failed = (0..connected)
+            .filter_map(|i| {
+                self.call(i, conn.id, own, "on-disconnect", |h, s| {
+                    h.call_on_disconnect(s, conn)
+                })
+                .err()
+            })
+            .collect();
+        // The connection's own instances die with it.
+        own.0.clear();
+        failed
+    }
+
+    /// An `err` result: logged like a trap, and the instance is not trusted further.
+    fn returned(
+        &mut self,
+        i: usize,
+        hook: &'static str,
+        msg: String,
+        own: &mut ConnInstances,
+    ) -> CallError {
+        *self.slot(i, own) = None;
+        CallError {
+            plugin: self.plugins.chain[i].name.clone(),
+            hook,
+            cause: Cause::Returned(msg),
+        }
+    }
+
+    fn slot<'a>(&'a mut self, i: usize, own: &'a mut ConnInstances) -> &'a mut Option<Instance> {
+        match self.isolation {
+            Isolation::Worker => &mut self.shared[i],
+            Isolation::Connection | Isolation::Message => {
+                if own.0.len() <= i {
+                    own.0.resize_with(self.plugins.chain.len(), || None);
+                }
+                &mut own.0[i]
+            }
+        }
+    }
+
+    /// Calls one hook of plugin `i` on the instance the isolation mode picks, under the call's
+    /// deadline. A trap or timeout throws the instance away.
+    fn call<R>(
+        &mut self,
+        i: usize,
+        conn: u64,
+        own: &mut ConnInstances,
+        hook: &'static str,
+        f: impl FnOnce(&Handler, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let plugins = self.plugins.clone();
+        let plugin = &plugins.chain[i];
+        let fresh_each_call = self.isolation == Isolation::Message;
+        let fail = |cause| CallError {
+            plugin: plugin.name.clone(),
+            hook,
+            cause,
+        };
+        let slot = self.slot(i, own);
+        if slot.is_none() {
+            let mut store = plugins.new_store(plugin);
+            store.data_mut().set_connection(conn);
+            match plugin.pre.instantiate(&mut store) {
+                Ok(handler) => *slot = Some(Instance { store, handler }),
+                Err(e) => {
+                    store.data_mut().flush_output();
+                    return Err(fail(Cause::Instantiate(format!("{e:#}"))));
+                }
+            }
+        }
+        let inst = slot.as_mut().expect("instantiated above");
+        inst.store.data_mut().set_connection(conn);
+        inst.store.set_epoch_deadline(plugins.deadline_ticks);
+        let res = f(&inst.handler, &mut inst.store);
+        inst.store.data_mut().flush_output();
+        match res {
+            Ok(r) => {
+                if fresh_each_call {
+                    *slot = None;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let cause = Cause::of(e, &inst.store);
+                *slot = None;
+                Err(fail(cause))
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Loading plugins once at start: read, check the kind of file, compile, link against the host's
+//! imports, check the `handler` world, and try one instantiation, with a clear error for each.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+use super::bindings::{Handler, HandlerPre};
+use super::engine;
+use super::host_api::HostState;
+use crate::config::Config;
+use crate::error::{Error, PluginError};
+
+/// One loaded plugin, ready to instantiate cheaply any number of times.
+pub struct Plugin {
+    /// File name without `.wasm`: the name in logs and in `--config`.
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    /// Imports resolved and exports checked once, so instantiation does no lookups.
+    pub pre: HandlerPre<HostState>,
+    /// This plugin's `--config` values, shared by all its instances.
+    pub config: Arc<BTreeMap<String, String>>,
+}
+
+/// The chain of plugins and what every call of theirs needs.
+pub struct Plugins {
+    pub engine: Engine,
+    pub chain: Vec<Plugin>,
+    /// The per-call deadline, in epoch ticks.
+    pub deadline_ticks: u64,
+    pub memory_limit: usize,
+}
+
+/// Which kind of Wasm binary a file is, from its 8-byte header.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Component,
+    CoreModule,
+}
+
+fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(PluginError::NotWasm);
+    }
+    // Core modules have version 1; components carry version 0xd with layer 1.
+    match bytes[4..8] {
+        [1, 0, 0, 0] => Ok(Kind::CoreModule),
+        [_, _, 1, 0] => Ok(Kind::Component),
+        _ => Err(PluginError::Invalid(format!(
+            "unknown binary version {:02x?}",
+            &bytes[4..8]
+        ))),
+    }
+}
+
+impl Plugins {
+    /// Compiles and checks every plugin of the chain; the first that cannot be served stops it.
+    pub fn load(cfg: &Config) -> Result<Plugins, Error> {
+        let engine = engine::build(cfg).map_err(|e| {
+            Error::Runtime(e.context("cannot set up the WebAssembly engine"))
+        })?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking WASI: {e:#}")))?;
+        Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the host API: {e:#}")))?;
+
+        let mut plugins = Plugins {
+            engine,
+            chain: Vec::new(),
+            deadline_ticks: engine::deadline_ticks(cfg.timeout),
+            memory_limit: cfg.memory_limit,
+        };
+        for path in &cfg.plugins {
+            let started = Instant::now();
+            let name = super::name_of(path);
+            let config = cfg.plugin_config.get(&name).cloned().unwrap_or_default();
+            let plugin = plugins
+                .load_one(&linker, path, name, config)
+                .map_err(|kind| Error::plugin(path, kind))?;
+            tracing::info!(
+                plugin = &*plugin.name,
+                path = %path.display(),
+                load_ms = ms(started.elapsed()),
+                "plugin loaded"
+            );
+            plugins.chain.push(plugin);
+        }
+        Ok(plugins)
+    }
+
+    fn load_one(
+        &self,
+        linker: &Linker<HostState>,
+        path: &Path,
+        name: String,
+        config: BTreeMap<String, String>,
+    ) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(PluginError::Read)?;
+        if kind_of(&bytes)? == Kind::CoreModule {
+            return Err(PluginError::CoreModule);
+        }
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
+        let pre = HandlerPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
+        let plugin = Plugin {
+            name: name.into(),
+            path: path.to_path_buf(),
+            pre,
+            config: Arc::new(config),
+        };
+        // One trial instance catches start-up traps and pool limits now, not at the first client.
+        let mut store = self.new_store(&plugin);
+        plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        Ok(plugin)
+    }
+
+    /// A store for one instance of `plugin`, with its budgets set.
+    pub fn new_store(&self, plugin: &Plugin) -> Store<HostState> {
+        let state = HostState::new(plugin.name.clone(), plugin.config.clone(), self.memory_limit);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.cap);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_tell_components_from_modules_and_non_wasm() {
+        assert_eq!(kind_of(b"\0asm\x01\0\0\0").unwrap(), Kind::CoreModule);
+        assert_eq!(kind_of(b"\0asm\x0d\0\x01\0").unwrap(), Kind::Component);
+        assert!(matches!(kind_of(b"hello world"), Err(PluginError::NotWasm)));
+        assert!(matches!(kind_of(b"\0asm"), Err(PluginError::NotWasm)));
+        assert!(matches!(
+            kind_of(b"\0asm\x02\0\0\0"),
+            Err(PluginError::Invalid(_))
+        ));
+    }
+}
