@@ -21,7 +21,12 @@ pub struct Cli {
     /// Plugin to run, repeatable: each message goes through them in the order given. A bare name
     /// that is not a file here is looked up in --plugins-dir. Without any, every *.wasm in
     /// --plugins-dir runs, in name order.
-    #[arg(long = "plugin", value_name = "PATH", env = "SANDPORT_PLUGIN", value_delimiter = ',')]
+    #[arg(
+        long = "plugin",
+        value_name = "PATH",
+        env = "SANDPORT_PLUGIN",
+        value_delimiter = ','
+    )]
     pub plugins: Vec<PathBuf>,
 
     /// Folder holding plugins.
@@ -114,12 +119,24 @@ impl Cli {
                 self.max_connections
             )));
         }
-        let max_message_bytes =
-            in_range("--max-message-bytes", self.max_message_bytes, 1, MAX_MESSAGE_LIMIT)?;
-        let max_output_bytes =
-            in_range("--max-output-bytes", self.max_output_bytes, 1, MAX_MESSAGE_LIMIT)?;
-        let memory_limit =
-            in_range("--memory-limit", self.memory_limit, 64 << 10, MAX_MEMORY_LIMIT)?;
+        let max_message_bytes = in_range(
+            "--max-message-bytes",
+            self.max_message_bytes,
+            1,
+            MAX_MESSAGE_LIMIT,
+        )?;
+        let max_output_bytes = in_range(
+            "--max-output-bytes",
+            self.max_output_bytes,
+            1,
+            MAX_MESSAGE_LIMIT,
+        )?;
+        let memory_limit = in_range(
+            "--memory-limit",
+            self.memory_limit,
+            64 << 10,
+            MAX_MEMORY_LIMIT,
+        )?;
         if self.timeout_ms == 0 {
             return Err(Error::config("--timeout-ms must be at least 1"));
         }
@@ -260,17 +277,31 @@ mod tests {
     #[test]
     fn bare_names_are_looked_up_in_the_plugins_folder() {
         let dir = temp_plugins(&["echo.wasm"]);
-        let cfg = parse(&["--plugins-dir", dir.to_str().unwrap(), "--plugin", "echo.wasm"]).unwrap();
+        let cfg = parse(&[
+            "--plugins-dir",
+            dir.to_str().unwrap(),
+            "--plugin",
+            "echo.wasm",
+        ])
+        .unwrap();
         assert_eq!(cfg.plugins, [dir.join("echo.wasm")]);
     }
 
     #[test]
     fn a_missing_plugin_names_both_places_looked_in() {
         let dir = temp_plugins(&["x.wasm"]);
-        let e = parse(&["--plugins-dir", dir.to_str().unwrap(), "--plugin", "nope.wasm"])
-            .unwrap_err();
+        let e = parse(&[
+            "--plugins-dir",
+            dir.to_str().unwrap(),
+            "--plugin",
+            "nope.wasm",
+        ])
+        .unwrap_err();
         assert!(e.contains("plugin `nope.wasm` not found"), "{e}");
-        assert!(e.contains(&dir.join("nope.wasm").display().to_string()), "{e}");
+        assert!(
+            e.contains(&dir.join("nope.wasm").display().to_string()),
+            "{e}"
+        );
     }
 
     #[test]
@@ -289,9 +320,15 @@ mod tests {
         let d = dir.to_str().unwrap();
         for (args, want) in [
             (vec!["--workers", "0"], "--workers must be at least 1"),
-            (vec!["--max-connections", "0"], "--max-connections must be at least 1"),
+            (
+                vec!["--max-connections", "0"],
+                "--max-connections must be at least 1",
+            ),
             (vec!["--timeout-ms", "0"], "--timeout-ms must be at least 1"),
-            (vec!["--memory-limit", "1KiB"], "--memory-limit 1024 is out of range"),
+            (
+                vec!["--memory-limit", "1KiB"],
+                "--memory-limit 1024 is out of range",
+            ),
             (vec!["--memory-limit", "5GiB"], "out of range"),
             (vec!["--max-message-bytes", "0"], "out of range"),
         ] {

@@ -196,9 +196,21 @@ mod tests {
 
     #[test]
     fn malformed_plugin_settings_are_refused() {
-        assert!("noequals".parse::<PluginSetting>().unwrap_err().contains("no `=`"));
-        assert!("nodot=1".parse::<PluginSetting>().unwrap_err().contains("no `.`"));
-        assert!(".key=1".parse::<PluginSetting>().unwrap_err().contains("empty"));
-        assert!("plugin.=1".parse::<PluginSetting>().unwrap_err().contains("empty"));
+        assert!("noequals"
+            .parse::<PluginSetting>()
+            .unwrap_err()
+            .contains("no `=`"));
+        assert!("nodot=1"
+            .parse::<PluginSetting>()
+            .unwrap_err()
+            .contains("no `.`"));
+        assert!(".key=1"
+            .parse::<PluginSetting>()
+            .unwrap_err()
+            .contains("empty"));
+        assert!("plugin.=1"
+            .parse::<PluginSetting>()
+            .unwrap_err()
+            .contains("empty"));
     }
 }

@@ -38,7 +38,10 @@ impl Decoder {
     /// Finds the next whole message at the start of `buf`. Returns the message's range in `buf`
     /// and how many bytes it used up (frame included), or `None` when more input is needed.
     /// Fails as soon as the buffered data shows the message will be too large.
-    pub fn decode(&self, buf: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>, FrameError> {
+    pub fn decode(
+        &self,
+        buf: &[u8],
+    ) -> Result<Option<(std::ops::Range<usize>, usize)>, FrameError> {
         match self.framing {
             Framing::Raw => {
                 if buf.is_empty() {

@@ -4,4 +4,3 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
 });
-

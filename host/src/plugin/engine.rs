@@ -72,16 +72,25 @@ pub fn deadline_ticks(timeout: Duration) -> u64 {
     (timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1) + 1
 }
 
-/// Advances the engine's epoch every [`TICK`] until the engine is dropped.
-pub fn spawn_ticker(engine: &Engine) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// Advances the engine's epoch every [`TICK`] until the engine is dropped. While `cut_all()`
+/// is true it advances it by a whole call deadline (`deadline_ticks`) instead, so every running
+/// call is interrupted.
+pub fn spawn_ticker(
+    engine: &Engine,
+    deadline_ticks: u64,
+    cut_all: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("sandport-epoch".into())
         .spawn(move || loop {
             std::thread::sleep(TICK);
-            match weak.upgrade() {
-                Some(engine) => engine.increment_epoch(),
-                None => return,
+            let Some(engine) = weak.upgrade() else {
+                return;
+            };
+            let steps = if cut_all() { deadline_ticks } else { 1 };
+            for _ in 0..steps {
+                engine.increment_epoch();
             }
         })
 }

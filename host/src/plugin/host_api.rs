@@ -35,7 +35,11 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(plugin: Arc<str>, config: Arc<BTreeMap<String, String>>, memory_limit: usize) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        config: Arc<BTreeMap<String, String>>,
+        memory_limit: usize,
+    ) -> Self {
         let conn = Arc::new(AtomicU64::new(0));
         let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
         let stderr = LogStream::new(plugin.clone(), conn.clone(), "stderr");

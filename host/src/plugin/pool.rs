@@ -162,17 +162,13 @@ impl WorkerPool {
             match resp {
                 Response { reply, close: true } => return Ok(Outcome { reply, close: true }),
                 Response { reply: None, .. } => return Ok(Outcome::default()),
-                Response {
-                    reply: Some(r), ..
-                } if i == last => {
+                Response { reply: Some(r), .. } if i == last => {
                     return Ok(Outcome {
                         reply: Some(r),
                         close: false,
                     })
                 }
-                Response {
-                    reply: Some(r), ..
-                } => msg = Cow::Owned(r),
+                Response { reply: Some(r), .. } => msg = Cow::Owned(r),
             }
         }
         unreachable!("the chain has at least one plugin")

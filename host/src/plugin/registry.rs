@@ -60,9 +60,8 @@ fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
 impl Plugins {
     /// Compiles and checks every plugin of the chain; the first that cannot be served stops it.
     pub fn load(cfg: &Config) -> Result<Plugins, Error> {
-        let engine = engine::build(cfg).map_err(|e| {
-            Error::Runtime(e.context("cannot set up the WebAssembly engine"))
-        })?;
+        let engine = engine::build(cfg)
+            .map_err(|e| Error::Runtime(e.context("cannot set up the WebAssembly engine")))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Runtime(anyhow::anyhow!("linking WASI: {e:#}")))?;
@@ -127,7 +126,11 @@ impl Plugins {
 
     /// A store for one instance of `plugin`, with its budgets set.
     pub fn new_store(&self, plugin: &Plugin) -> Store<HostState> {
-        let state = HostState::new(plugin.name.clone(), plugin.config.clone(), self.memory_limit);
+        let state = HostState::new(
+            plugin.name.clone(),
+            plugin.config.clone(),
+            self.memory_limit,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.cap);
         store.set_epoch_deadline(self.deadline_ticks);

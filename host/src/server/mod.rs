@@ -7,8 +7,9 @@ pub mod stats;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use mio::net::TcpListener;
@@ -50,6 +51,8 @@ pub struct Shutdown {
 #[derive(Default)]
 struct ShutdownInner {
     requested: AtomicBool,
+    /// When shutdown was first asked for: the drain deadline counts from here.
+    since: OnceLock<Instant>,
     wakers: Mutex<Vec<Arc<Waker>>>,
 }
 
@@ -60,8 +63,15 @@ impl Shutdown {
 
     /// Asks every thread of the server to stop; safe to call from any thread, any number of times.
     pub fn trigger(&self) {
+        self.inner.since.get_or_init(Instant::now);
         self.inner.requested.store(true, Ordering::SeqCst);
-        for w in self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for w in self
+            .inner
+            .wakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             // A failed wake means the loop is already gone.
             let _ = w.wake();
         }
@@ -69,6 +79,11 @@ impl Shutdown {
 
     pub fn is_triggered(&self) -> bool {
         self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// Whether shutdown was asked for more than `grace` ago.
+    fn overdue(&self, grace: Duration) -> bool {
+        self.inner.since.get().is_some_and(|t| t.elapsed() >= grace)
     }
 
     /// Registers a loop's waker; it is woken at once if shutdown was already asked for.
@@ -108,8 +123,15 @@ impl Server {
             open: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
         });
-        let _ticker = engine::spawn_ticker(&shared.plugins.engine)
-            .context("cannot start the epoch thread")?;
+        // Past the drain deadline, calls still running are cut off like timeouts, so a plugin
+        // stuck in a long call cannot hold shutdown past --shutdown-timeout-ms.
+        let (sd, grace) = (shutdown.clone(), shared.config.shutdown_timeout);
+        let _ticker = engine::spawn_ticker(
+            &shared.plugins.engine,
+            shared.plugins.deadline_ticks,
+            move || sd.overdue(grace),
+        )
+        .context("cannot start the epoch thread")?;
 
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut inboxes = Vec::new();

@@ -32,6 +32,8 @@ pub struct Worker {
     scratch: Vec<u8>,
     /// Set once shutdown began: connections still open then are closed.
     drain_deadline: Option<Instant>,
+    /// The chain's plugin names, for connection log lines.
+    chain: String,
 }
 
 impl Worker {
@@ -46,6 +48,13 @@ impl Worker {
             pool: WorkerPool::new(shared.plugins.clone(), cfg.isolation),
             scratch: vec![0; decoder.read_size()],
             decoder,
+            chain: shared
+                .plugins
+                .chain
+                .iter()
+                .map(|p| &*p.name)
+                .collect::<Vec<_>>()
+                .join(","),
             shared,
             drain_deadline: None,
         }
@@ -133,7 +142,13 @@ impl Worker {
                 self.shared.per_worker[self.index].fetch_sub(1, Relaxed);
                 continue;
             }
-            tracing::info!(conn = id, %peer, worker = self.index, "connection opened");
+            tracing::info!(
+                conn = id,
+                %peer,
+                plugins = %self.chain,
+                worker = self.index,
+                "connection opened"
+            );
             let info = Connection { id, peer, local };
             let conn = entry.insert(Conn::new(stream, info));
             let (greetings, connected, res) = self.pool.on_connect(&conn.info, &mut conn.own);
@@ -154,33 +169,32 @@ impl Worker {
         }
     }
 
-    /// Moves one connection forward as far as it can go now: write, handle, read, repeat.
+    /// Moves one connection forward as far as it can go now: write, handle, write, read, repeat.
     fn drive(&mut self, key: usize) {
+        let max_out = self.shared.config.max_output_bytes;
         loop {
-            let conn = &mut self.conns[key];
-            if let Err(e) = conn.flush() {
-                tracing::debug!(conn = conn.info.id, "write failed: {e}");
-                return self.finish(key, "client went away");
+            if !self.flush(key) {
+                return;
             }
-            self.handle_input(key);
+            let held_back = self.handle_input(key);
+            // Replies must leave now: with edge-triggered readiness no event may come to do it.
+            if !self.flush(key) {
+                return;
+            }
             let conn = &mut self.conns[key];
-            let max_out = self.shared.config.max_output_bytes;
+            if held_back && conn.pending_output() <= max_out {
+                // The client caught up: handle what backpressure held back before reading more.
+                continue;
+            }
             let can_read =
                 !conn.done_reading && conn.closing.is_none() && conn.pending_output() <= max_out;
             if !can_read {
-                if let Err(e) = conn.flush() {
-                    tracing::debug!(conn = conn.info.id, "write failed: {e}");
-                    return self.finish(key, "client went away");
-                }
                 break;
             }
             match conn.read_some(&mut self.scratch, self.decoder.read_size()) {
                 Ok(ReadResult::Data) => continue,
                 Ok(ReadResult::WouldBlock) => break,
-                Ok(ReadResult::Eof) => {
-                    conn.done_reading = true;
-                    continue;
-                }
+                Ok(ReadResult::Eof) => conn.done_reading = true,
                 Err(e) => {
                     tracing::debug!(conn = conn.info.id, "read failed: {e}");
                     return self.finish(key, "client went away");
@@ -202,14 +216,33 @@ impl Worker {
         }
     }
 
+    /// Writes what the socket takes; closes the connection and returns false if it is gone.
+    fn flush(&mut self, key: usize) -> bool {
+        let conn = &mut self.conns[key];
+        match conn.flush() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(conn = conn.info.id, "write failed: {e}");
+                self.finish(key, "client went away");
+                false
+            }
+        }
+    }
+
     /// Runs every complete buffered message through the chain, stopping while the output is
-    /// over its cap (backpressure) or once the connection is closing.
-    fn handle_input(&mut self, key: usize) {
+    /// over its cap (backpressure) or once the connection is closing. Returns whether
+    /// backpressure held messages back.
+    fn handle_input(&mut self, key: usize) -> bool {
         let max_out = self.shared.config.max_output_bytes;
         let on_error = self.shared.config.on_error;
         let conn = &mut self.conns[key];
+        let mut held_back = false;
         loop {
-            if conn.closing.is_some() || conn.pending_output() > max_out {
+            if conn.closing.is_some() {
+                break;
+            }
+            if conn.pending_output() > max_out {
+                held_back = true;
                 break;
             }
             let rest = &conn.input[conn.consumed..];
@@ -253,6 +286,7 @@ impl Worker {
             }
         }
         conn.compact_input();
+        held_back
     }
 
     /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
@@ -268,6 +302,7 @@ impl Worker {
         tracing::info!(
             conn = conn.info.id,
             peer = %conn.info.peer,
+            plugins = %self.chain,
             messages = conn.messages,
             errors = conn.errors,
             duration_ms = duration_ms(conn.opened.elapsed()),

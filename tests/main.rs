@@ -1,0 +1,19 @@
+//! Integration tests for the `sandport` binary: every test starts the real server on
+//! `127.0.0.1:0`, talks TCP to it, and inspects its log, exit code and /proc entry.
+//!
+//! The plugins must be built first: `cargo xtask plugins`.
+
+mod support;
+
+mod backpressure;
+mod chains;
+mod config;
+mod framing;
+mod isolation;
+mod lifecycle;
+mod load_errors;
+mod misbehaving;
+mod oversize;
+mod resolution;
+mod scale;
+mod shutdown;

@@ -1,0 +1,155 @@
+//! SIGTERM / SIGINT: finish in-flight work, refuse new clients, exit 0.
+
+use std::io;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn sigterm_finishes_in_flight_messages_and_exits_zero() {
+    let mut server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--workers", "2", "--timeout-ms", "2000"])
+        .args(["--shutdown-timeout-ms", "5000"])
+        .start();
+    let per_client = 10;
+    let mut clients: Vec<Client> = (0..4).map(|_| server.connect()).collect();
+    for c in clients.iter_mut() {
+        c.send("busy 30\n".repeat(per_client).as_bytes());
+    }
+    // Let the server read them (they are tiny: one read each), then ask it to stop while the
+    // work (4 x 10 x 30ms over 2 workers, ~600ms) is still going on.
+    thread::sleep(Duration::from_millis(150));
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+
+    let mut handles = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        handles.push(thread::spawn(move || {
+            let got = c.read_until_closed(Duration::from_secs(8));
+            (i, String::from_utf8_lossy(&got).into_owned())
+        }));
+    }
+    for h in handles {
+        let (i, text) = h.join().unwrap();
+        let replies: Vec<&str> = text.lines().collect();
+        assert!(
+            replies.iter().all(|r| *r == "done 30"),
+            "client {i}: unexpected replies {replies:?}"
+        );
+        assert_eq!(
+            replies.len(),
+            per_client,
+            "client {i}: every message the server had received is answered before it closes"
+        );
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(7))
+        .expect("server exits within the shutdown timeout");
+    assert_eq!(status.code(), Some(0), "clean shutdown exits 0: {status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        !server.log_lines_containing("shutting down").is_empty(),
+        "`shutting down` is logged:\n{}",
+        server.logs.dump()
+    );
+}
+
+#[test]
+fn sigint_exits_zero() {
+    let mut server = Server::builder().plugin(plugin("echo")).start();
+    let mut c = server.connect();
+    c.send_line("hi");
+    c.expect_line("hi");
+    server.signal(libc::SIGINT);
+    let status = server
+        .wait_exit(Duration::from_secs(6))
+        .expect("server exits after SIGINT");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    server.wait_for_log("shutting down", LOG_TIMEOUT);
+    // The idle client's connection was closed.
+    c.expect_closed_without_reply(Duration::from_secs(2));
+}
+
+#[test]
+fn sigterm_on_idle_server_exits_promptly() {
+    let mut server = Server::builder().plugin(plugin("echo")).start();
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(6))
+        .expect("server exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "an idle server should not wait for the shutdown timeout: {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn after_sigterm_new_connections_are_refused() {
+    let mut server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--timeout-ms", "5000", "--shutdown-timeout-ms", "5000"])
+        .start();
+    let mut busy = server.connect();
+    busy.send_line("busy 1500");
+    thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("shutting down", LOG_TIMEOUT);
+    // Give the host a moment to close its listener, while the busy call is still running.
+    thread::sleep(Duration::from_millis(200));
+    assert!(
+        server.is_running(),
+        "server should still be finishing the busy call"
+    );
+    match TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("expected connection refused, got {e}"),
+        Ok(stream) => {
+            // Not refused at the TCP level: it must at least be closed at once, unserved.
+            let mut c = Client::from_stream(stream);
+            c.send_line("late");
+            let got = c.recv_some(Duration::from_secs(1));
+            panic!(
+                "a connection made after SIGTERM was accepted by the kernel (then: {got:?}); \
+                 new connections should be refused (listener closed)"
+            );
+        }
+    }
+    busy.expect_line("done 1500");
+    let status = server.wait_exit(Duration::from_secs(7)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn shutdown_timeout_bounds_wait_for_stuck_call() {
+    let mut server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--timeout-ms", "60000", "--shutdown-timeout-ms", "500"])
+        .start();
+    let mut c = server.connect();
+    c.send_line("spin");
+    thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(10));
+    let elapsed = t.elapsed();
+    let status = status.expect("server exits even though a call is stuck");
+    assert!(
+        elapsed < Duration::from_millis(3000),
+        "a 500ms shutdown timeout took {elapsed:?}"
+    );
+    assert!(
+        status.code().is_some(),
+        "the server exits by itself, not by a signal: {status:?}"
+    );
+    c.read_until_closed(Duration::from_secs(2));
+}
