@@ -134,6 +134,48 @@ fn busy_over_the_deadline_is_interrupted() {
 }
 
 #[test]
+fn sleep_under_the_deadline_completes() {
+    let server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--timeout-ms", "1000"])
+        .start();
+    let mut c = server.connect();
+    let t = Instant::now();
+    c.send_line("sleep 50");
+    c.expect_line("slept 50");
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "sleep 50 returned in {:?}",
+        t.elapsed()
+    );
+}
+
+/// Regression: the epoch deadline only interrupts running Wasm code, so a guest sleeping in a
+/// WASI host call held its worker for as long as it asked, whatever --timeout-ms said.
+#[test]
+fn sleep_past_the_deadline_is_cut_at_the_deadline() {
+    let server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--timeout-ms", "200", "--workers", "1"])
+        .start();
+    let mut c = server.connect();
+    let t = Instant::now();
+    c.send_line("sleep 30000");
+    c.expect_closed_without_reply(Duration::from_secs(5));
+    let elapsed = t.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "a 30s sleep under a 200ms deadline held the connection for {elapsed:?}"
+    );
+    let line = wait_call_failed(&server, LOG_TIMEOUT);
+    assert_cause(&line, &["deadline"]);
+    // The only worker is free again.
+    let mut d = server.connect();
+    d.send_line("hi");
+    d.expect_line("hi");
+}
+
+#[test]
 fn spin_with_on_error_drop_keeps_connection() {
     let server = Server::builder()
         .plugin(test_plugin("spin"))

@@ -2,10 +2,12 @@
 //!
 //! - `spin` -> loops forever;
 //! - `busy <ms>` -> busy-waits `<ms>` milliseconds, then replies `done <ms>`;
-//! - anything else (including a `busy` without a number) is echoed.
+//! - `sleep <ms>` -> sleeps `<ms>` milliseconds (blocked in the host, not running Wasm code),
+//!   then replies `slept <ms>`;
+//! - anything else (including a `busy` or `sleep` without a number) is echoed.
 //!
-//! Both loops keep executing Wasm code (no sleeping in the host), so the host's epoch deadline
-//! can interrupt them.
+//! The loops keep executing Wasm code, so the host's epoch deadline can interrupt them; the
+//! sleep waits in the host, where the host must bound it some other way.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -36,6 +38,11 @@ impl Guest for Spin {
                 std::hint::spin_loop();
             }
             return Ok(Response { reply: Some(format!("done {ms}").into_bytes()), close: false });
+        }
+        if let Some(ms) = text.strip_prefix("sleep ").and_then(|ms| ms.parse::<u64>().ok()) {
+            // A WASI `subscribe-duration` plus `poll`: the guest waits inside the host.
+            std::thread::sleep(Duration::from_millis(ms));
+            return Ok(Response { reply: Some(format!("slept {ms}").into_bytes()), close: false });
         }
         Ok(Response { reply: Some(message), close: false })
     }

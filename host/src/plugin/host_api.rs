@@ -6,11 +6,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{sandport, HandlerImports, Level};
@@ -30,6 +33,8 @@ pub struct HostState {
     config: Arc<BTreeMap<String, String>>,
     /// The connection the current call is for (0 outside calls); shared with the stdio streams.
     conn: Arc<AtomicU64>,
+    /// When the current call's time budget ends: a guest's sleep never outlasts it.
+    call_deadline: Instant,
     stdout: LogStream,
     stderr: LogStream,
 }
@@ -62,14 +67,16 @@ impl HostState {
             plugin,
             config,
             conn,
+            call_deadline: Instant::now(),
             stdout,
             stderr,
         }
     }
 
-    /// Tags what the plugin logs from now on with this connection.
-    pub fn set_connection(&mut self, id: u64) {
+    /// Starts a call for connection `id` (tags its log lines) with `budget` of wall-clock time.
+    pub fn begin_call(&mut self, id: u64, budget: Duration) {
         self.conn.store(id, Ordering::Relaxed);
+        self.call_deadline = Instant::now() + budget;
     }
 
     /// Logs what the plugin printed without a final newline, so nothing is held across calls.
@@ -105,6 +112,69 @@ impl HandlerImports for HostState {
 
     fn config_get(&mut self, key: String) -> Option<String> {
         self.config.get(&key).cloned()
+    }
+}
+
+/// Replaces WASI's `monotonic-clock` with one whose timers end by the call's deadline.
+///
+/// The epoch deadline only interrupts running wasm code; a guest blocked in the host (a WASI
+/// `sleep` is a `subscribe-duration` then a `poll`) would hold the worker for as long as it asked.
+/// Clamping timers to the call's remaining budget means the guest wakes by its deadline and the
+/// epoch check then traps it. Timers that end within the budget are unchanged.
+pub fn link_capped_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let res =
+        monotonic_clock::add_to_linker::<HostState, CappedClock>(linker, |s| CappedClockView {
+            deadline: s.call_deadline,
+            inner: s.clocks(),
+        });
+    linker.allow_shadowing(false);
+    res
+}
+
+struct CappedClock;
+
+impl HasData for CappedClock {
+    type Data<'a> = CappedClockView<'a>;
+}
+
+struct CappedClockView<'a> {
+    deadline: Instant,
+    inner: WasiClocksCtxView<'a>,
+}
+
+impl CappedClockView<'_> {
+    /// Nanoseconds left in the call's budget, plus a little so the wake-up lands past it.
+    fn remaining_ns(&self) -> u64 {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        (left + super::engine::TICK * 2).as_nanos() as u64
+    }
+}
+
+impl monotonic_clock::Host for CappedClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        self.inner.now()
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        self.inner.resolution()
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let now = self.inner.now()?;
+        let capped = when.min(now.saturating_add(self.remaining_ns()));
+        self.inner.subscribe_instant(capped)
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        duration: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let capped = duration.min(self.remaining_ns());
+        self.inner.subscribe_duration(capped)
     }
 }
 

@@ -243,7 +243,7 @@ impl WorkerPool {
         let slot = self.slot(i, own);
         if slot.is_none() {
             let mut store = plugins.new_store(plugin);
-            store.data_mut().set_connection(conn);
+            store.data_mut().begin_call(conn, plugins.timeout);
             match plugin.pre.instantiate(&mut store) {
                 Ok(handler) => *slot = Some(Instance { store, handler }),
                 Err(e) => {
@@ -253,7 +253,7 @@ impl WorkerPool {
             }
         }
         let inst = slot.as_mut().expect("instantiated above");
-        inst.store.data_mut().set_connection(conn);
+        inst.store.data_mut().begin_call(conn, plugins.timeout);
         inst.store.set_epoch_deadline(plugins.deadline_ticks);
         let res = f(&inst.handler, &mut inst.store);
         inst.store.data_mut().flush_output();

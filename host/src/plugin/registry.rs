@@ -32,6 +32,8 @@ pub struct Plugins {
     pub chain: Vec<Plugin>,
     /// The per-call deadline, in epoch ticks.
     pub deadline_ticks: u64,
+    /// The per-call time budget the ticks stand for.
+    pub timeout: Duration,
     pub memory_limit: usize,
 }
 
@@ -65,6 +67,8 @@ impl Plugins {
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Runtime(anyhow::anyhow!("linking WASI: {e:#}")))?;
+        super::host_api::link_capped_clock(&mut linker)
+            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the capped clock: {e:#}")))?;
         Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the host API: {e:#}")))?;
 
@@ -72,6 +76,7 @@ impl Plugins {
             engine,
             chain: Vec::new(),
             deadline_ticks: engine::deadline_ticks(cfg.timeout),
+            timeout: cfg.timeout,
             memory_limit: cfg.memory_limit,
         };
         for path in &cfg.plugins {
@@ -132,6 +137,7 @@ impl Plugins {
             self.memory_limit,
         );
         let mut store = Store::new(&self.engine, state);
+        store.data_mut().begin_call(0, self.timeout);
         store.limiter(|s| &mut s.cap);
         store.set_epoch_deadline(self.deadline_ticks);
         store
