@@ -57,15 +57,14 @@ fn empty_file_is_not_wasm() {
 }
 
 #[test]
-fn core_module_is_not_a_component() {
+fn empty_core_module_does_not_implement_the_core_abi() {
     let dir = TempDir::new("core");
     let path = dir.write("core.wasm", b"\0asm\x01\0\0\0");
     let (code, stderr) = fails_with_plugin(&path);
     assert_error_exit(code, &stderr);
-    let lower = stderr.to_lowercase();
     assert!(
-        lower.contains("core") && lower.contains("module") && lower.contains("component"),
-        "message says it is a core module, not a component:\n{stderr}"
+        stderr.contains("core module") && stderr.contains("core ABI") && stderr.contains("memory"),
+        "message says it is a core module missing the ABI's memory export:\n{stderr}"
     );
 }
 

@@ -35,11 +35,11 @@ pub enum PluginError {
     #[error("not a WebAssembly file (it does not start with the `\\0asm` header)")]
     NotWasm,
 
-    #[error(
-        "it is a core WebAssembly module, not a component: build it as a component that \
-         implements the sandport:plugin/handler world (see wit/handler.wit)"
-    )]
-    CoreModule,
+    #[error("it is a core module that does not implement the sandport core ABI: {0} (see docs/core-abi.md)")]
+    WrongAbi(String),
+
+    #[error("it is not valid WebAssembly text: {0}")]
+    BadText(String),
 
     #[error("it is not a valid WebAssembly component: {0}")]
     Invalid(String),

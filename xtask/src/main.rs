@@ -27,6 +27,7 @@ const TEST_PLUGINS: &[&str] = &[
     "sandbox",
     "badimport",
     "noexport",
+    "ratelimit",
 ];
 
 type Result<T = (), E = String> = std::result::Result<T, E>;
@@ -143,7 +144,53 @@ fn plugins() -> Result {
     let built = target_dir.join(WASM_TARGET).join("release");
 
     copy_plugins(&built, EXAMPLE_PLUGINS, &root.join("plugins"))?;
-    copy_plugins(&built, TEST_PLUGINS, &root.join("tests").join("plugins"))
+    copy_plugins(&built, TEST_PLUGINS, &root.join("tests").join("plugins"))?;
+    other_languages(&root.join("tests").join("plugins"))
+}
+
+/// Plugins in languages other than Rust: every `guest-plugins/<lang>/build.sh` installs its
+/// pinned toolchain into the tools cache (once) and builds that language's plugins from source
+/// into the folder it is given, as `<plugin>-<lang>.wasm`. A failing script fails the build.
+fn other_languages(out: &Path) -> Result {
+    let root = repo_root();
+    let mut scripts: Vec<(String, PathBuf)> = fs::read_dir(root.join("guest-plugins"))
+        .map_err(|e| format!("reading guest-plugins/: {e}"))?
+        .filter_map(|entry| {
+            let dir = entry.ok()?.path();
+            let script = dir.join("build.sh");
+            let lang = dir.file_name()?.to_string_lossy().into_owned();
+            script.is_file().then_some((lang, script))
+        })
+        .collect();
+    scripts.sort();
+    fs::create_dir_all(out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let tools = tools_dir();
+    for (lang, script) in scripts {
+        step(
+            &format!("building the {lang} plugins"),
+            Command::new("bash")
+                .arg(&script)
+                .arg(out)
+                .current_dir(&root)
+                .env("SANDPORT_TOOLS", &tools)
+                .env("SANDPORT_WIT", root.join("wit")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Where language toolchains are installed: `SANDPORT_TOOLS`, or the user's cache folder, so
+/// they survive between runs (and CI runs) on the same machine.
+fn tools_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("SANDPORT_TOOLS").filter(|d| !d.is_empty()) {
+        return std::path::absolute(&dir).unwrap_or_else(|_| dir.into());
+    }
+    let cache = env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| repo_root().join("target"));
+    cache.join("sandport").join("tools")
 }
 
 /// Fails unless the `wasm32-wasip2` standard library is installed, adding it with rustup if

@@ -12,6 +12,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -23,8 +24,7 @@ const MAX_LINE: usize = 4096;
 
 /// What a plugin instance's store holds.
 pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    wasi: Wasi,
     /// Enforces `--memory-limit` and remembers whether the plugin ran into it.
     pub cap: MemoryCap,
     /// Plugin name, for log lines.
@@ -39,27 +39,44 @@ pub struct HostState {
     stderr: LogStream,
 }
 
+/// The WASI context, in the flavour the plugin's kind links against.
+enum Wasi {
+    /// WASI 0.2, for components.
+    P2 { ctx: WasiCtx, table: ResourceTable },
+    /// WASI preview 1, for core modules.
+    P1(Box<WasiP1Ctx>),
+}
+
 impl HostState {
+    /// `preview1` picks the WASI flavour: preview 1 for core modules, 0.2 for components.
     pub fn new(
         plugin: Arc<str>,
         config: Arc<BTreeMap<String, String>>,
         memory_limit: usize,
+        preview1: bool,
     ) -> Self {
         let conn = Arc::new(AtomicU64::new(0));
         let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
         let stderr = LogStream::new(plugin.clone(), conn.clone(), "stderr");
         // Nothing is granted: no preopened directories, no environment, no arguments, no
         // sockets, no name lookups. Clocks and randomness stay available.
-        let wasi = WasiCtxBuilder::new()
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        let wasi = if preview1 {
+            Wasi::P1(Box::new(builder.build_p1()))
+        } else {
+            Wasi::P2 {
+                ctx: builder.build(),
+                table: ResourceTable::new(),
+            }
+        };
         HostState {
             wasi,
-            table: ResourceTable::new(),
             cap: MemoryCap {
                 limit: memory_limit,
                 hit: false,
@@ -86,19 +103,18 @@ impl HostState {
     }
 }
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+impl HostState {
+    /// The preview 1 context of a core module's store.
+    pub fn p1(&mut self) -> &mut WasiP1Ctx {
+        match &mut self.wasi {
+            Wasi::P1(ctx) => ctx,
+            // Core modules, the only users of preview 1, always get a preview 1 store.
+            Wasi::P2 { .. } => unreachable!("a component's store used as a core module's"),
         }
     }
-}
 
-impl sandport::plugin::types::Host for HostState {}
-
-impl HandlerImports for HostState {
-    fn log(&mut self, level: Level, message: String) {
+    /// A plugin's log line, tagged with the plugin and the connection.
+    pub fn log_line(&self, level: Level, message: &str) {
         let plugin = &*self.plugin;
         let conn = self.conn.load(Ordering::Relaxed);
         match level {
@@ -110,8 +126,30 @@ impl HandlerImports for HostState {
         }
     }
 
+    /// This plugin's `--config` value for `key`.
+    pub fn config_value(&self, key: &str) -> Option<&str> {
+        self.config.get(key).map(String::as_str)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        match &mut self.wasi {
+            Wasi::P2 { ctx, table } => WasiCtxView { ctx, table },
+            Wasi::P1(p1) => p1.ctx(),
+        }
+    }
+}
+
+impl sandport::plugin::types::Host for HostState {}
+
+impl HandlerImports for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        self.log_line(level, &message);
+    }
+
     fn config_get(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
+        self.config_value(&key).map(str::to_string)
     }
 }
 

@@ -7,15 +7,49 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::{Connection, Handler, Response};
+use super::bindings::{Connection, Response};
 use super::host_api::HostState;
-use super::registry::Plugins;
+use super::registry::{Handle, Plugins};
 use crate::config::Isolation;
 
 /// A live instance of one plugin, with the store that owns its memory.
 pub struct Instance {
     store: Store<HostState>,
-    handler: Handler,
+    handle: Handle,
+}
+
+type HookResult = wasmtime::Result<Result<Response, String>>;
+
+impl Handle {
+    fn on_connect(&self, store: &mut Store<HostState>, conn: &Connection) -> HookResult {
+        match self {
+            Handle::Component(h) => h.call_on_connect(store, conn),
+            Handle::Core(c) => c.on_connect(store, conn),
+        }
+    }
+
+    fn on_message(
+        &self,
+        store: &mut Store<HostState>,
+        conn: &Connection,
+        msg: &[u8],
+    ) -> HookResult {
+        match self {
+            Handle::Component(h) => h.call_on_message(store, conn, msg),
+            Handle::Core(c) => c.on_message(store, conn.id, msg),
+        }
+    }
+
+    fn on_disconnect(
+        &self,
+        store: &mut Store<HostState>,
+        conn: &Connection,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Handle::Component(h) => h.call_on_disconnect(store, conn),
+            Handle::Core(c) => c.on_disconnect(store, conn.id),
+        }
+    }
 }
 
 /// The instances a connection owns under `--isolation connection` (one per plugin).
@@ -122,9 +156,7 @@ impl WorkerPool {
     ) -> (Vec<Vec<u8>>, usize, Result<bool, CallError>) {
         let mut greetings = Vec::new();
         for i in 0..self.plugins.chain.len() {
-            let res = self.call(i, conn.id, own, "on-connect", |h, s| {
-                h.call_on_connect(s, conn)
-            });
+            let res = self.call(i, conn.id, own, "on-connect", |h, s| h.on_connect(s, conn));
             match res {
                 Ok(Ok(resp)) => {
                     greetings.extend(resp.reply);
@@ -153,7 +185,7 @@ impl WorkerPool {
         let last = self.plugins.chain.len() - 1;
         for i in 0..=last {
             let resp = self.call(i, conn.id, own, "on-message", |h, s| {
-                h.call_on_message(s, conn, &msg)
+                h.on_message(s, conn, &msg)
             })?;
             let resp = match resp {
                 Ok(resp) => resp,
@@ -184,7 +216,7 @@ impl WorkerPool {
         let failed = (0..connected)
             .filter_map(|i| {
                 self.call(i, conn.id, own, "on-disconnect", |h, s| {
-                    h.call_on_disconnect(s, conn)
+                    h.on_disconnect(s, conn)
                 })
                 .err()
             })
@@ -230,7 +262,7 @@ impl WorkerPool {
         conn: u64,
         own: &mut ConnInstances,
         hook: &'static str,
-        f: impl FnOnce(&Handler, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Handle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let plugins = self.plugins.clone();
         let plugin = &plugins.chain[i];
@@ -244,8 +276,8 @@ impl WorkerPool {
         if slot.is_none() {
             let mut store = plugins.new_store(plugin);
             store.data_mut().begin_call(conn, plugins.timeout);
-            match plugin.pre.instantiate(&mut store) {
-                Ok(handler) => *slot = Some(Instance { store, handler }),
+            match plugin.instantiate(&mut store) {
+                Ok(handle) => *slot = Some(Instance { store, handle }),
                 Err(e) => {
                     store.data_mut().flush_output();
                     return Err(fail(Cause::Instantiate(format!("{e:#}"))));
@@ -255,7 +287,7 @@ impl WorkerPool {
         let inst = slot.as_mut().expect("instantiated above");
         inst.store.data_mut().begin_call(conn, plugins.timeout);
         inst.store.set_epoch_deadline(plugins.deadline_ticks);
-        let res = f(&inst.handler, &mut inst.store);
+        let res = f(&inst.handle, &mut inst.store);
         inst.store.data_mut().flush_output();
         match res {
             Ok(r) => {

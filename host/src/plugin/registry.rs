@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Module, Store};
 
 use super::bindings::{Handler, HandlerPre};
+use super::core_abi::{self, CorePlugin};
 use super::engine;
 use super::host_api::HostState;
 use crate::config::Config;
@@ -21,9 +22,17 @@ pub struct Plugin {
     pub name: Arc<str>,
     pub path: PathBuf,
     /// Imports resolved and exports checked once, so instantiation does no lookups.
-    pub pre: HandlerPre<HostState>,
+    pub kind: PluginKind,
     /// This plugin's `--config` values, shared by all its instances.
     pub config: Arc<BTreeMap<String, String>>,
+}
+
+/// The two kinds of plugin file, each pre-linked.
+pub enum PluginKind {
+    /// A component implementing the `handler` world.
+    Component(HandlerPre<HostState>),
+    /// A core module implementing the core ABI (`docs/core-abi.md`).
+    Core(CorePlugin),
 }
 
 /// The chain of plugins and what every call of theirs needs.
@@ -64,6 +73,8 @@ impl Plugins {
     pub fn load(cfg: &Config) -> Result<Plugins, Error> {
         let engine = engine::build(cfg)
             .map_err(|e| Error::Runtime(e.context("cannot set up the WebAssembly engine")))?;
+        let core_linker = core_abi::linker(&engine)
+            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the core ABI: {e:#}")))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Runtime(anyhow::anyhow!("linking WASI: {e:#}")))?;
@@ -84,7 +95,7 @@ impl Plugins {
             let name = super::name_of(path);
             let config = cfg.plugin_config.get(&name).cloned().unwrap_or_default();
             let plugin = plugins
-                .load_one(&linker, path, name, config)
+                .load_one(&linker, &core_linker, path, name, config)
                 .map_err(|kind| Error::plugin(path, kind))?;
             tracing::info!(
                 plugin = &*plugin.name,
@@ -100,32 +111,45 @@ impl Plugins {
     fn load_one(
         &self,
         linker: &Linker<HostState>,
+        core_linker: &wasmtime::Linker<HostState>,
         path: &Path,
         name: String,
         config: BTreeMap<String, String>,
     ) -> Result<Plugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(PluginError::Read)?;
-        if kind_of(&bytes)? == Kind::CoreModule {
-            return Err(PluginError::CoreModule);
+        let mut bytes = std::fs::read(path).map_err(PluginError::Read)?;
+        if path.extension().is_some_and(|e| e == "wat") {
+            bytes = wat::parse_bytes(&bytes)
+                .map_err(|e| PluginError::BadText(e.to_string()))?
+                .into_owned();
         }
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
-        let pre = HandlerPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?;
+        let kind = match kind_of(&bytes)? {
+            Kind::CoreModule => {
+                let module = Module::new(&self.engine, &bytes)
+                    .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                PluginKind::Core(core_abi::load(core_linker, &module)?)
+            }
+            Kind::Component => {
+                let component = Component::new(&self.engine, &bytes)
+                    .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                let pre = linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
+                PluginKind::Component(
+                    HandlerPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?,
+                )
+            }
+        };
         let plugin = Plugin {
             name: name.into(),
             path: path.to_path_buf(),
-            pre,
+            kind,
             config: Arc::new(config),
         };
         // One trial instance catches start-up traps and pool limits now, not at the first client.
         let mut store = self.new_store(&plugin);
-        plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        let res = plugin.instantiate(&mut store);
+        store.data_mut().flush_output();
+        res.map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
         Ok(plugin)
     }
 
@@ -135,6 +159,7 @@ impl Plugins {
             plugin.name.clone(),
             plugin.config.clone(),
             self.memory_limit,
+            matches!(plugin.kind, PluginKind::Core(_)),
         );
         let mut store = Store::new(&self.engine, state);
         store.data_mut().begin_call(0, self.timeout);
@@ -142,6 +167,22 @@ impl Plugins {
         store.set_epoch_deadline(self.deadline_ticks);
         store
     }
+}
+
+impl Plugin {
+    /// A fresh instance in `store` (made by [`Plugins::new_store`] for this plugin).
+    pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Handle> {
+        Ok(match &self.kind {
+            PluginKind::Component(pre) => Handle::Component(pre.instantiate(store)?),
+            PluginKind::Core(core) => Handle::Core(core.instantiate(store)?),
+        })
+    }
+}
+
+/// A live instance's entry points, of either kind.
+pub enum Handle {
+    Component(Handler),
+    Core(core_abi::CoreInstance),
 }
 
 fn ms(d: Duration) -> f64 {

@@ -1,0 +1,310 @@
+//! Plain core modules through the sandport core-module ABI (`docs/core-abi.md`): the imports the
+//! host provides them, checking what they import and export, and calling their hooks.
+
+use wasmtime::format_err as anyhow;
+use wasmtime::{
+    AsContextMut, Caller, Engine, Extern, ExternType, InstancePre, Linker, Memory, Module, Store,
+    TypedFunc, ValType,
+};
+
+use super::bindings::{Connection, Level, Response};
+use super::host_api::HostState;
+use crate::error::PluginError;
+
+/// The ABI version this host speaks (`sandport_abi_version`).
+pub const ABI_VERSION: i32 = 1;
+
+const FLAG_REPLY: u32 = 1;
+const FLAG_CLOSE: u32 = 2;
+const FLAG_ERROR: u32 = 4;
+
+/// The exports the ABI requires, with their types, for checking at load.
+const REQUIRED: &[(&str, &[ValType], &[ValType])] = &[
+    ("sandport_abi_version", &[], &[ValType::I32]),
+    ("sandport_alloc", &[ValType::I32], &[ValType::I32]),
+    ("sandport_free", &[ValType::I32, ValType::I32], &[]),
+    (
+        "sandport_on_message",
+        &[ValType::I64, ValType::I32, ValType::I32],
+        &[ValType::I32],
+    ),
+];
+const OPTIONAL: &[(&str, &[ValType], &[ValType])] = &[
+    (
+        "sandport_on_connect",
+        &[
+            ValType::I64,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+        ],
+        &[ValType::I32],
+    ),
+    ("sandport_on_disconnect", &[ValType::I64], &[]),
+    ("_initialize", &[], &[]),
+];
+
+/// A checked, linked core module, ready to instantiate.
+pub struct CorePlugin {
+    pre: InstancePre<HostState>,
+}
+
+/// A live instance's entry points.
+pub struct CoreInstance {
+    memory: Memory,
+    alloc: TypedFunc<i32, i32>,
+    free: TypedFunc<(i32, i32), ()>,
+    on_message: TypedFunc<(i64, i32, i32), i32>,
+    on_connect: Option<TypedFunc<(i64, i32, i32, i32, i32), i32>>,
+    on_disconnect: Option<TypedFunc<i64, ()>>,
+}
+
+/// The linker every core module is instantiated with: WASI preview 1 (granting nothing, like
+/// the components' WASI) and the `sandport` module's `log` and `config_get`.
+pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, HostState::p1)?;
+    linker.func_wrap(
+        "sandport",
+        "log",
+        |mut caller: Caller<'_, HostState>,
+         level: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<()> {
+            let bytes = read_guest(&mut caller, ptr, len)?;
+            let level = match level {
+                0 => Level::Trace,
+                1 => Level::Debug,
+                3 => Level::Warn,
+                4 => Level::Error,
+                _ => Level::Info,
+            };
+            caller
+                .data_mut()
+                .log_line(level, &String::from_utf8_lossy(&bytes));
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        "sandport",
+        "config_get",
+        |mut caller: Caller<'_, HostState>,
+         key_ptr: i32,
+         key_len: i32,
+         out_ptr: i32,
+         out_cap: i32|
+         -> wasmtime::Result<i32> {
+            let key = read_guest(&mut caller, key_ptr, key_len)?;
+            let Some(value) = caller
+                .data()
+                .config_value(&String::from_utf8_lossy(&key))
+                .map(|v| v.as_bytes().to_vec())
+            else {
+                return Ok(-1);
+            };
+            let len = i32::try_from(value.len()).map_err(|_| anyhow!("config value too long"))?;
+            if len <= out_cap {
+                let memory = guest_memory(&mut caller)?;
+                memory
+                    .write(&mut caller, out_ptr as u32 as usize, &value)
+                    .map_err(|_| anyhow!("config_get: output buffer outside memory"))?;
+            }
+            Ok(len)
+        },
+    )?;
+    Ok(linker)
+}
+
+fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => Err(anyhow!("the module exports no `memory`")),
+    }
+}
+
+fn read_guest(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let memory = guest_memory(caller)?;
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    memory
+        .data(&caller)
+        .get(start..start.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| anyhow!("buffer {start}+{len} is outside the module's memory"))
+}
+
+/// Checks a core module's imports and exports against the ABI and links it.
+pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, PluginError> {
+    for import in module.imports() {
+        let allowed = match import.module() {
+            "wasi_snapshot_preview1" => true,
+            "sandport" => matches!(import.name(), "log" | "config_get"),
+            _ => false,
+        };
+        if !allowed {
+            return Err(PluginError::RefusedImport(format!(
+                "`{}::{}`: a core module may import only `sandport::log`, \
+                 `sandport::config_get` and WASI preview 1 (see docs/core-abi.md)",
+                import.module(),
+                import.name()
+            )));
+        }
+    }
+    match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => {}
+        _ => return Err(wrong_abi("it exports no memory named `memory`")),
+    }
+    for (required, list) in [(true, REQUIRED), (false, OPTIONAL)] {
+        for (name, params, results) in list {
+            match module.get_export(name) {
+                Some(ExternType::Func(f)) => {
+                    let same = |a: &mut dyn ExactSizeIterator<Item = ValType>, b: &[ValType]| {
+                        a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
+                    };
+                    if !same(&mut f.params(), params) || !same(&mut f.results(), results) {
+                        return Err(wrong_abi(&format!(
+                            "export `{name}` has type {f}, expected (func (param {}) (result {}))",
+                            types(params),
+                            types(results)
+                        )));
+                    }
+                }
+                Some(_) => return Err(wrong_abi(&format!("export `{name}` is not a function"))),
+                None if required => {
+                    return Err(wrong_abi(&format!("missing export `{name}`")));
+                }
+                None => {}
+            }
+        }
+    }
+    let pre = linker
+        .instantiate_pre(module)
+        .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
+    Ok(CorePlugin { pre })
+}
+
+fn wrong_abi(detail: &str) -> PluginError {
+    PluginError::WrongAbi(detail.to_string())
+}
+
+fn types(list: &[ValType]) -> String {
+    list.iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl CorePlugin {
+    /// Instantiates, runs `_initialize` if exported, and looks up the hooks.
+    pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<CoreInstance> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        if let Some(init) = instance
+            .get_typed_func::<(), ()>(&mut *store, "_initialize")
+            .ok()
+        {
+            init.call(&mut *store, ())?;
+        }
+        let version = instance
+            .get_typed_func::<(), i32>(&mut *store, "sandport_abi_version")?
+            .call(&mut *store, ())?;
+        if version != ABI_VERSION {
+            return Err(anyhow!(
+                "the module speaks sandport core ABI version {version}; this host speaks {ABI_VERSION}"
+            ));
+        }
+        Ok(CoreInstance {
+            memory: instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| anyhow!("no memory export"))?,
+            alloc: instance.get_typed_func(&mut *store, "sandport_alloc")?,
+            free: instance.get_typed_func(&mut *store, "sandport_free")?,
+            on_message: instance.get_typed_func(&mut *store, "sandport_on_message")?,
+            on_connect: instance
+                .get_typed_func(&mut *store, "sandport_on_connect")
+                .ok(),
+            on_disconnect: instance
+                .get_typed_func(&mut *store, "sandport_on_disconnect")
+                .ok(),
+        })
+    }
+}
+
+type HookResult = wasmtime::Result<Result<Response, String>>;
+
+impl CoreInstance {
+    pub fn on_connect(&self, store: &mut Store<HostState>, conn: &Connection) -> HookResult {
+        let Some(f) = &self.on_connect else {
+            return Ok(Ok(Response {
+                reply: None,
+                close: false,
+            }));
+        };
+        let (peer, peer_len) = self.pass(store, conn.peer.as_bytes())?;
+        let (local, local_len) = self.pass(store, conn.local.as_bytes())?;
+        let at = f.call(
+            &mut *store,
+            (conn.id as i64, peer, peer_len, local, local_len),
+        )?;
+        self.result(store, at)
+    }
+
+    pub fn on_message(
+        &self,
+        store: &mut Store<HostState>,
+        conn: u64,
+        message: &[u8],
+    ) -> HookResult {
+        let (ptr, len) = self.pass(store, message)?;
+        let at = self.on_message.call(&mut *store, (conn as i64, ptr, len))?;
+        self.result(store, at)
+    }
+
+    pub fn on_disconnect(&self, store: &mut Store<HostState>, conn: u64) -> wasmtime::Result<()> {
+        match &self.on_disconnect {
+            Some(f) => f.call(store, conn as i64),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `bytes` into a buffer from the module's allocator; the module owns it from now on.
+    fn pass(&self, store: &mut Store<HostState>, bytes: &[u8]) -> wasmtime::Result<(i32, i32)> {
+        let len = i32::try_from(bytes.len()).map_err(|_| anyhow!("message too large"))?;
+        let ptr = self.alloc.call(&mut *store, len)?;
+        if ptr == 0 {
+            return Err(anyhow!("sandport_alloc({len}) returned 0: out of memory"));
+        }
+        self.memory
+            .write(store.as_context_mut(), ptr as u32 as usize, bytes)
+            .map_err(|_| anyhow!("sandport_alloc({len}) returned {ptr}, outside memory"))?;
+        Ok((ptr, len))
+    }
+
+    /// Reads the 12-byte result at `at`, takes its bytes and hands them back to `sandport_free`.
+    fn result(&self, store: &mut Store<HostState>, at: i32) -> HookResult {
+        let data = self.memory.data(&*store);
+        let at = at as u32 as usize;
+        let raw = data
+            .get(at..at.saturating_add(12))
+            .ok_or_else(|| anyhow!("result pointer {at} is outside memory"))?;
+        let word = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
+        let (flags, ptr, len) = (word(0), word(4) as usize, word(8) as usize);
+        let bytes = if flags & (FLAG_REPLY | FLAG_ERROR) != 0 {
+            data.get(ptr..ptr.saturating_add(len))
+                .ok_or_else(|| anyhow!("result bytes {ptr}+{len} are outside memory"))?
+                .to_vec()
+        } else {
+            Vec::new()
+        };
+        if flags & (FLAG_REPLY | FLAG_ERROR) != 0 && len > 0 {
+            self.free.call(&mut *store, (ptr as i32, len as i32))?;
+        }
+        if flags & FLAG_ERROR != 0 {
+            return Ok(Err(String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        Ok(Ok(Response {
+            reply: (flags & FLAG_REPLY != 0).then_some(bytes),
+            close: flags & FLAG_CLOSE != 0,
+        }))
+    }
+}
