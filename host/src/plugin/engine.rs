@@ -67,18 +67,11 @@ pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
     Engine::new(&wc).map_err(|e| anyhow::anyhow!("{e:#}"))
 }
 
-/// Deadline of one call in epoch ticks (rounded up, plus the tick already under way).
-pub fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_nanos().div_ceil(TICK.as_nanos()) as u64).max(1) + 1
-}
-
-/// Advances the engine's epoch every [`TICK`] until the engine is dropped. While `cut_all()`
-/// is true it advances it by a whole call deadline (`deadline_ticks`) instead, so every running
-/// call is interrupted.
+/// Advances the engine's epoch every [`TICK`] until the engine is dropped, calling `on_tick`
+/// each time. Each advance makes running calls check their deadline (see `Plugins::new_store`).
 pub fn spawn_ticker(
     engine: &Engine,
-    deadline_ticks: u64,
-    cut_all: impl Fn() -> bool + Send + 'static,
+    on_tick: impl Fn() + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let weak = engine.weak();
     std::thread::Builder::new()
@@ -88,22 +81,7 @@ pub fn spawn_ticker(
             let Some(engine) = weak.upgrade() else {
                 return;
             };
-            let steps = if cut_all() { deadline_ticks } else { 1 };
-            for _ in 0..steps {
-                engine.increment_epoch();
-            }
+            on_tick();
+            engine.increment_epoch();
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
-        assert_eq!(deadline_ticks(Duration::from_millis(5)), 2);
-        assert_eq!(deadline_ticks(Duration::from_millis(6)), 3);
-        assert_eq!(deadline_ticks(Duration::from_millis(1000)), 201);
-    }
 }

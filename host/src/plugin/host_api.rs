@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub struct HostState {
     conn: Arc<AtomicU64>,
     /// When the current call's time budget ends: a guest's sleep never outlasts it.
     call_deadline: Instant,
+    /// Shutdown's "stop everything now", shared by every store.
+    cut_all: Arc<AtomicBool>,
     stdout: LogStream,
     stderr: LogStream,
 }
@@ -54,6 +56,7 @@ impl HostState {
         config: Arc<BTreeMap<String, String>>,
         memory_limit: usize,
         preview1: bool,
+        cut_all: Arc<AtomicBool>,
     ) -> Self {
         let conn = Arc::new(AtomicU64::new(0));
         let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
@@ -85,6 +88,7 @@ impl HostState {
             config,
             conn,
             call_deadline: Instant::now(),
+            cut_all,
             stdout,
             stderr,
         }
@@ -104,6 +108,11 @@ impl HostState {
 }
 
 impl HostState {
+    /// Whether the current call has used up its budget (or shutdown is cutting every call).
+    pub fn call_overdue(&self) -> bool {
+        Instant::now() >= self.call_deadline || self.cut_all.load(Ordering::Relaxed)
+    }
+
     /// The preview 1 context of a core module's store.
     pub fn p1(&mut self) -> &mut WasiP1Ctx {
         match &mut self.wasi {

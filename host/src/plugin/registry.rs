@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Module, Store};
+use wasmtime::{Engine, Module, Store, UpdateDeadline};
 
 use super::bindings::{Handler, HandlerPre};
 use super::core_abi::{self, CorePlugin};
@@ -39,10 +40,10 @@ pub enum PluginKind {
 pub struct Plugins {
     pub engine: Engine,
     pub chain: Vec<Plugin>,
-    /// The per-call deadline, in epoch ticks.
-    pub deadline_ticks: u64,
-    /// The per-call time budget the ticks stand for.
+    /// The per-call time budget.
     pub timeout: Duration,
+    /// Set once shutdown has waited long enough: every running call is cut off.
+    pub cut_all: Arc<AtomicBool>,
     pub memory_limit: usize,
 }
 
@@ -86,8 +87,8 @@ impl Plugins {
         let mut plugins = Plugins {
             engine,
             chain: Vec::new(),
-            deadline_ticks: engine::deadline_ticks(cfg.timeout),
             timeout: cfg.timeout,
+            cut_all: Arc::new(AtomicBool::new(false)),
             memory_limit: cfg.memory_limit,
         };
         for path in &cfg.plugins {
@@ -160,11 +161,21 @@ impl Plugins {
             plugin.config.clone(),
             self.memory_limit,
             matches!(plugin.kind, PluginKind::Core(_)),
+            self.cut_all.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.data_mut().begin_call(0, self.timeout);
         store.limiter(|s| &mut s.cap);
-        store.set_epoch_deadline(self.deadline_ticks);
+        // Every epoch tick during a call asks the wall clock whether the call is over budget,
+        // so the deadline holds however late the ticker runs, and after a guest's clamped sleep.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if ctx.data().call_overdue() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         store
     }
 }

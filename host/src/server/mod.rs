@@ -126,11 +126,12 @@ impl Server {
         // Past the drain deadline, calls still running are cut off like timeouts, so a plugin
         // stuck in a long call cannot hold shutdown past --shutdown-timeout-ms.
         let (sd, grace) = (shutdown.clone(), shared.config.shutdown_timeout);
-        let _ticker = engine::spawn_ticker(
-            &shared.plugins.engine,
-            shared.plugins.deadline_ticks,
-            move || sd.overdue(grace),
-        )
+        let cut = shared.plugins.cut_all.clone();
+        let _ticker = engine::spawn_ticker(&shared.plugins.engine, move || {
+            if sd.overdue(grace) {
+                cut.store(true, Ordering::Relaxed);
+            }
+        })
         .context("cannot start the epoch thread")?;
 
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
