@@ -10,6 +10,7 @@ use crate::support::*;
 const PRELUDE: &str = r#"
   (import "sandport" "log" (func $log (param i32 i32 i32)))
   (import "sandport" "config_get" (func $config_get (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 4096))
   (func (export "sandport_abi_version") (result i32) (i32.const 1))
@@ -237,4 +238,63 @@ fn core_module_of_another_abi_version_is_refused() {
 #[test]
 fn invalid_wat_text_is_a_clear_load_error() {
     load_error("(module (", &["not valid WebAssembly text"]);
+}
+
+/// Sleeps through WASI preview 1 `poll_oneoff` for the number of milliseconds in the first
+/// byte of the message times 100 ("\x01" = 100 ms, "d" = 10 s), then replies "woke".
+const SLEEPER: &str = r#"
+  (data (i32.const 100) "woke")
+  (func (export "sandport_on_message") (param i64) (param $ptr i32) (param $len i32) (result i32)
+    ;; One relative monotonic clock subscription at 512: userdata 7, tag 0, clock id 1.
+    (i64.store (i32.const 512) (i64.const 7))
+    (i32.store8 (i32.const 520) (i32.const 0))
+    (i32.store (i32.const 528) (i32.const 1))
+    (i64.store (i32.const 536)
+      (i64.mul (i64.extend_i32_u (i32.load8_u (local.get $ptr))) (i64.const 100000000)))
+    (i64.store (i32.const 544) (i64.const 0))
+    (i32.store16 (i32.const 552) (i32.const 0))
+    (drop (call $poll (i32.const 512) (i32.const 1024) (i32.const 1) (i32.const 2000)))
+    (call $result (i32.const 1) (i32.const 100) (i32.const 4)))
+"#;
+
+#[test]
+fn core_module_sleep_within_the_budget_completes() {
+    let dir = TempDir::new("core-sleep");
+    let path = module(&dir, "sleeper", SLEEPER);
+    let server = Server::builder()
+        .plugin(&path)
+        .args(["--timeout-ms", "1000"])
+        .start();
+    let mut c = server.connect();
+    let t = std::time::Instant::now();
+    c.send(b"\x01\n");
+    c.expect_line("woke");
+    assert!(
+        t.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// Regression: WASI preview 1's poll_oneoff slept as long as the guest asked, holding its worker
+/// past --timeout-ms (the epoch deadline only interrupts running Wasm code).
+#[test]
+fn core_module_sleep_past_the_deadline_is_cut_at_the_deadline() {
+    let dir = TempDir::new("core-sleep-long");
+    let path = module(&dir, "sleeper", SLEEPER);
+    let server = Server::builder()
+        .plugin(&path)
+        .args(["--timeout-ms", "200", "--workers", "1"])
+        .start();
+    let mut c = server.connect();
+    let t = std::time::Instant::now();
+    c.send_line("d");
+    c.expect_closed_without_reply(Duration::from_secs(5));
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "a 10s sleep under a 200ms deadline took {:?}",
+        t.elapsed()
+    );
+    let line = server.wait_for_log("plugin call failed", Duration::from_secs(5));
+    assert!(line.contains("deadline"), "{line}");
 }

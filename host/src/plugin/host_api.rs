@@ -108,6 +108,11 @@ impl HostState {
 }
 
 impl HostState {
+    /// What is left of the current call's budget.
+    pub fn budget_left(&self) -> Duration {
+        self.call_deadline.saturating_duration_since(Instant::now())
+    }
+
     /// Whether the current call has used up its budget (or shutdown is cutting every call).
     pub fn call_overdue(&self) -> bool {
         Instant::now() >= self.call_deadline || self.cut_all.load(Ordering::Relaxed)
@@ -179,6 +184,12 @@ pub fn link_capped_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()>
     res
 }
 
+/// The longest a guest may wait in the host with `left` of its budget: a little past the
+/// deadline, so that it wakes up overdue and the next epoch check stops it.
+pub fn capped_wait(left: Duration) -> Duration {
+    left + super::engine::TICK * 2
+}
+
 struct CappedClock;
 
 impl HasData for CappedClock {
@@ -191,10 +202,8 @@ struct CappedClockView<'a> {
 }
 
 impl CappedClockView<'_> {
-    /// Nanoseconds left in the call's budget, plus a little so the wake-up lands past it.
     fn remaining_ns(&self) -> u64 {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        (left + super::engine::TICK * 2).as_nanos() as u64
+        capped_wait(self.deadline.saturating_duration_since(Instant::now())).as_nanos() as u64
     }
 }
 
