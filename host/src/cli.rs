@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ByteSize, Config, Framing, Isolation, OnError, PluginSetting};
 use crate::error::Error;
@@ -13,7 +13,75 @@ use crate::error::Error;
 /// Serve TCP clients, passing every message through sandboxed WebAssembly handler plugins.
 #[derive(Debug, Parser)]
 #[command(name = "sandport", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Tools for plugin authors; without one, sandport serves.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load a plugin without serving: what kind it is, what it imports, what the sandbox denies.
+    /// Exits 2 with the reason when it cannot be served.
+    Check {
+        /// The plugin file (a bare name is also looked up in --plugins-dir).
+        plugin: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Run one connect / message / disconnect cycle in-process, without a socket: prints the
+    /// replies on stdout and the plugin's log lines on stderr.
+    Call {
+        /// The plugin file (a bare name is also looked up in --plugins-dir).
+        plugin: PathBuf,
+        /// The message to send (without framing).
+        #[arg(long, conflicts_with = "file")]
+        message: Option<String>,
+        /// Send the contents of this file as the message.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+/// What loading and running plugins needs, for serving and for the tools alike.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Folder holding plugins.
+    #[arg(long, env = "SANDPORT_PLUGINS_DIR", default_value = "plugins")]
+    pub plugins_dir: PathBuf,
+
+    /// A plugin setting, repeatable: PLUGIN.KEY=VALUE, where PLUGIN is the file name without
+    /// `.wasm`. The plugin reads it with `config-get`.
+    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
+    pub config: Vec<PluginSetting>,
+
+    /// Time budget of one plugin call, in milliseconds.
+    #[arg(long, env = "SANDPORT_TIMEOUT_MS", default_value_t = 1000)]
+    pub timeout_ms: u64,
+
+    /// Linear memory one plugin instance may use.
+    #[arg(long, env = "SANDPORT_MEMORY_LIMIT", default_value = "128MiB")]
+    pub memory_limit: ByteSize,
+
+    /// Where compiled plugins are cached, so an unchanged plugin starts without compiling
+    /// (default: $XDG_CACHE_HOME/sandport or ~/.cache/sandport).
+    #[arg(long, env = "SANDPORT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile every plugin at start, without reading or writing the cache.
+    #[arg(long, env = "SANDPORT_NO_CACHE")]
+    pub no_cache: bool,
+}
+
+/// The server's own flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     /// Address to accept clients on (port 0 picks a free port; the log says which).
     #[arg(long, env = "SANDPORT_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
@@ -29,14 +97,8 @@ pub struct Cli {
     )]
     pub plugins: Vec<PathBuf>,
 
-    /// Folder holding plugins.
-    #[arg(long, env = "SANDPORT_PLUGINS_DIR", default_value = "plugins")]
-    pub plugins_dir: PathBuf,
-
-    /// A plugin setting, repeatable: PLUGIN.KEY=VALUE, where PLUGIN is the file name without
-    /// `.wasm`. The plugin reads it with `config-get`.
-    #[arg(long = "config", value_name = "PLUGIN.KEY=VALUE")]
-    pub config: Vec<PluginSetting>,
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Worker threads (default: the number of cores). Each owns its connections and instances.
     #[arg(long, env = "SANDPORT_WORKERS")]
@@ -61,14 +123,6 @@ pub struct Cli {
     /// Unsent reply bytes per connection above which the host stops reading from that client.
     #[arg(long, env = "SANDPORT_MAX_OUTPUT_BYTES", default_value = "1MiB")]
     pub max_output_bytes: ByteSize,
-
-    /// Time budget of one plugin call, in milliseconds.
-    #[arg(long, env = "SANDPORT_TIMEOUT_MS", default_value_t = 1000)]
-    pub timeout_ms: u64,
-
-    /// Linear memory one plugin instance may use.
-    #[arg(long, env = "SANDPORT_MEMORY_LIMIT", default_value = "128MiB")]
-    pub memory_limit: ByteSize,
 
     /// What a failed plugin call does: close the connection, or drop the message and go on.
     #[arg(long, env = "SANDPORT_ON_ERROR", value_enum, default_value_t = OnError::Close)]
@@ -97,7 +151,7 @@ const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 /// Keeps frame lengths representable in the 4-byte length prefix and buffers allocatable.
 const MAX_MESSAGE_LIMIT: u64 = u32::MAX as u64;
 
-impl Cli {
+impl ServeArgs {
     /// Checks every value and resolves the plugin files, so the server never sees a bad one.
     pub fn into_config(self) -> Result<Config, Error> {
         let workers = match self.workers {
@@ -131,6 +185,30 @@ impl Cli {
             1,
             MAX_MESSAGE_LIMIT,
         )?;
+        let plugins = resolve_plugins(&self.plugins, &self.load.plugins_dir)?;
+        let mut cfg = self.load.into_config(plugins)?;
+        cfg.listen = self.listen;
+        cfg.workers = workers;
+        cfg.max_connections = self.max_connections;
+        cfg.isolation = self.isolation;
+        cfg.framing = self.framing;
+        cfg.max_message_bytes = max_message_bytes;
+        cfg.max_output_bytes = max_output_bytes;
+        cfg.on_error = self.on_error;
+        cfg.shutdown_timeout = Duration::from_millis(self.shutdown_timeout_ms);
+        Ok(cfg)
+    }
+}
+
+impl LoadArgs {
+    /// A config for running `plugin` alone, in-process (the `check` and `call` tools).
+    pub fn config_for_one(self, plugin: &Path) -> Result<Config, Error> {
+        let plugins = resolve_plugins(&[plugin.to_path_buf()], &self.plugins_dir)?;
+        self.into_config(plugins)
+    }
+
+    /// The plugin settings and budgets checked; the server's own fields get their defaults.
+    fn into_config(self, plugins: Vec<PathBuf>) -> Result<Config, Error> {
         let memory_limit = in_range(
             "--memory-limit",
             self.memory_limit,
@@ -140,8 +218,6 @@ impl Cli {
         if self.timeout_ms == 0 {
             return Err(Error::config("--timeout-ms must be at least 1"));
         }
-
-        let plugins = resolve_plugins(&self.plugins, &self.plugins_dir)?;
         let names: Vec<String> = plugins.iter().map(|p| crate::plugin::name_of(p)).collect();
         let mut plugin_config: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for setting in self.config {
@@ -159,23 +235,37 @@ impl Cli {
                 .or_default()
                 .insert(setting.key, setting.value);
         }
-
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.or_else(default_cache_dir)
+        };
         Ok(Config {
-            listen: self.listen,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             plugins,
             plugin_config,
-            workers,
-            max_connections: self.max_connections,
-            isolation: self.isolation,
-            framing: self.framing,
-            max_message_bytes,
-            max_output_bytes,
+            workers: 1,
+            max_connections: 1,
+            isolation: Isolation::Message,
+            framing: Framing::Line,
+            max_message_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
             timeout: Duration::from_millis(self.timeout_ms),
             memory_limit,
-            on_error: self.on_error,
-            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            on_error: OnError::Close,
+            shutdown_timeout: Duration::from_secs(5),
+            cache_dir,
         })
     }
+}
+
+/// `$XDG_CACHE_HOME/sandport`, else `~/.cache/sandport`; none without a home.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sandport"))
 }
 
 fn in_range(flag: &str, value: ByteSize, min: u64, max: u64) -> Result<usize, Error> {
@@ -250,7 +340,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("sandport").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.into_config().map_err(|e| e.to_string())
+        cli.serve.into_config().map_err(|e| e.to_string())
     }
 
     fn temp_plugins(names: &[&str]) -> PathBuf {

@@ -36,6 +36,8 @@ pub struct Config {
     pub on_error: OnError,
     /// How long shutdown waits for in-flight messages and unsent replies.
     pub shutdown_timeout: Duration,
+    /// Where compiled plugins are cached; `None` compiles at every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What gets a fresh plugin instance, trading isolation for speed.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod framing;
 pub mod plugin;
 pub mod server;
+pub mod tools;
 
 pub use config::Config;
 pub use error::Error;

@@ -8,13 +8,37 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
-use sandport::cli::{Cli, LogFormat};
-use sandport::{Error, Server, Shutdown};
+use sandport::cli::{Cli, Command, LogFormat};
+use sandport::{tools, Error, Server, Shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match run(cli) {
+    init_logging(cli.serve.log_format);
+    raise_fd_limit();
+    let result = match cli.command {
+        None => serve(cli),
+        Some(Command::Check { plugin, load }) => load
+            .config_for_one(&plugin)
+            .and_then(|cfg| tools::check(&cfg)),
+        Some(Command::Call {
+            plugin,
+            message,
+            file,
+            load,
+        }) => load.config_for_one(&plugin).and_then(|cfg| {
+            let message = match (message, file) {
+                (Some(m), _) => m.into_bytes(),
+                (None, Some(f)) => std::fs::read(&f).map_err(|e| {
+                    Error::config(format!("--file {}: cannot read it: {e}", f.display()))
+                })?,
+                (None, None) => {
+                    return Err(Error::config("call needs --message TEXT or --file PATH"))
+                }
+            };
+            tools::call(&cfg, &message)
+        }),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -23,9 +47,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    raise_fd_limit();
-    let config = cli.into_config()?;
+fn serve(cli: Cli) -> Result<(), Error> {
+    let config = cli.serve.into_config()?;
     let server = Server::new(config.clone())?;
     let listener = server.bind()?;
     let addr = listener

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,8 @@ pub struct HostState {
     conn: Arc<AtomicU64>,
     /// When the current call's time budget ends: a guest's sleep never outlasts it.
     call_deadline: Instant,
-    /// Shutdown's "stop everything now", shared by every store.
-    cut_all: Arc<AtomicBool>,
+    /// When shutdown cuts every call off, shared by every store.
+    cut_at: Arc<OnceLock<Instant>>,
     stdout: LogStream,
     stderr: LogStream,
 }
@@ -56,7 +56,7 @@ impl HostState {
         config: Arc<BTreeMap<String, String>>,
         memory_limit: usize,
         preview1: bool,
-        cut_all: Arc<AtomicBool>,
+        cut_at: Arc<OnceLock<Instant>>,
     ) -> Self {
         let conn = Arc::new(AtomicU64::new(0));
         let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
@@ -88,7 +88,7 @@ impl HostState {
             config,
             conn,
             call_deadline: Instant::now(),
-            cut_all,
+            cut_at,
             stdout,
             stderr,
         }
@@ -110,12 +110,16 @@ impl HostState {
 impl HostState {
     /// What is left of the current call's budget.
     pub fn budget_left(&self) -> Duration {
-        self.call_deadline.saturating_duration_since(Instant::now())
+        let end = match self.cut_at.get() {
+            Some(&cut) => cut.min(self.call_deadline),
+            None => self.call_deadline,
+        };
+        end.saturating_duration_since(Instant::now())
     }
 
     /// Whether the current call has used up its budget (or shutdown is cutting every call).
     pub fn call_overdue(&self) -> bool {
-        Instant::now() >= self.call_deadline || self.cut_all.load(Ordering::Relaxed)
+        self.budget_left().is_zero()
     }
 
     /// The preview 1 context of a core module's store.
@@ -177,7 +181,7 @@ pub fn link_capped_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()>
     linker.allow_shadowing(true);
     let res =
         monotonic_clock::add_to_linker::<HostState, CappedClock>(linker, |s| CappedClockView {
-            deadline: s.call_deadline,
+            left: s.budget_left(),
             inner: s.clocks(),
         });
     linker.allow_shadowing(false);
@@ -197,13 +201,14 @@ impl HasData for CappedClock {
 }
 
 struct CappedClockView<'a> {
-    deadline: Instant,
+    /// The call's budget left when the guest called in.
+    left: Duration,
     inner: WasiClocksCtxView<'a>,
 }
 
 impl CappedClockView<'_> {
     fn remaining_ns(&self) -> u64 {
-        capped_wait(self.deadline.saturating_duration_since(Instant::now())).as_nanos() as u64
+        capped_wait(self.left).as_nanos() as u64
     }
 }
 

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -26,6 +25,11 @@ pub struct Plugin {
     pub kind: PluginKind,
     /// This plugin's `--config` values, shared by all its instances.
     pub config: Arc<BTreeMap<String, String>>,
+    /// What it imports (`wasi:cli/stdout@0.2.6`, `sandport::log`, ...), for `sandport check`.
+    pub imports: Vec<String>,
+    /// The file's size, and how long reading, compiling and checking it took.
+    pub size: usize,
+    pub load_time: Duration,
 }
 
 /// The two kinds of plugin file, each pre-linked.
@@ -36,14 +40,23 @@ pub enum PluginKind {
     Core(CorePlugin),
 }
 
+impl PluginKind {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            PluginKind::Component(_) => "component (world sandport:plugin/handler@0.1.0)",
+            PluginKind::Core(_) => "core module (sandport core ABI version 1)",
+        }
+    }
+}
+
 /// The chain of plugins and what every call of theirs needs.
 pub struct Plugins {
     pub engine: Engine,
     pub chain: Vec<Plugin>,
     /// The per-call time budget.
     pub timeout: Duration,
-    /// Set once shutdown has waited long enough: every running call is cut off.
-    pub cut_all: Arc<AtomicBool>,
+    /// Set at shutdown: from then on every call, however much budget it has left, is cut off.
+    pub cut_at: Arc<OnceLock<Instant>>,
     pub memory_limit: usize,
 }
 
@@ -88,11 +101,14 @@ impl Plugins {
             engine,
             chain: Vec::new(),
             timeout: cfg.timeout,
-            cut_all: Arc::new(AtomicBool::new(false)),
+            cut_at: Arc::default(),
             memory_limit: cfg.memory_limit,
         };
+        // Each tick makes running calls check their deadline (see `new_store`); the thread ends
+        // with the engine.
+        engine::spawn_ticker(&plugins.engine)
+            .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot start the epoch thread: {e}")))?;
         for path in &cfg.plugins {
-            let started = Instant::now();
             let name = super::name_of(path);
             let config = cfg.plugin_config.get(&name).cloned().unwrap_or_default();
             let plugin = plugins
@@ -101,7 +117,9 @@ impl Plugins {
             tracing::info!(
                 plugin = &*plugin.name,
                 path = %path.display(),
-                load_ms = ms(started.elapsed()),
+                kind = plugin.kind.describe(),
+                bytes = plugin.size,
+                load_ms = ms(plugin.load_time),
                 "plugin loaded"
             );
             plugins.chain.push(plugin);
@@ -123,15 +141,26 @@ impl Plugins {
                 .map_err(|e| PluginError::BadText(e.to_string()))?
                 .into_owned();
         }
+        let started = Instant::now();
+        let imports;
         let kind = match kind_of(&bytes)? {
             Kind::CoreModule => {
                 let module = Module::new(&self.engine, &bytes)
                     .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                imports = module
+                    .imports()
+                    .map(|i| format!("{}::{}", i.module(), i.name()))
+                    .collect();
                 PluginKind::Core(core_abi::load(core_linker, &module)?)
             }
             Kind::Component => {
                 let component = Component::new(&self.engine, &bytes)
                     .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                imports = component
+                    .component_type()
+                    .imports(&self.engine)
+                    .map(|(name, _)| name.to_string())
+                    .collect();
                 let pre = linker
                     .instantiate_pre(&component)
                     .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
@@ -145,6 +174,9 @@ impl Plugins {
             path: path.to_path_buf(),
             kind,
             config: Arc::new(config),
+            imports,
+            size: bytes.len(),
+            load_time: started.elapsed(),
         };
         // One trial instance catches start-up traps and pool limits now, not at the first client.
         let mut store = self.new_store(&plugin);
@@ -161,7 +193,7 @@ impl Plugins {
             plugin.config.clone(),
             self.memory_limit,
             matches!(plugin.kind, PluginKind::Core(_)),
-            self.cut_all.clone(),
+            self.cut_at.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.data_mut().begin_call(0, self.timeout);

@@ -9,7 +9,7 @@ mod worker;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use mio::net::TcpListener;
@@ -17,7 +17,7 @@ use mio::{Poll, Waker};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::plugin::{engine, Plugins};
+use crate::plugin::Plugins;
 use stats::Stats;
 
 /// Worker threads run plugin code on their own stack, which must hold wasmtime's 512 KiB wasm
@@ -81,9 +81,9 @@ impl Shutdown {
         self.inner.requested.load(Ordering::SeqCst)
     }
 
-    /// Whether shutdown was asked for more than `grace` ago.
-    fn overdue(&self, grace: Duration) -> bool {
-        self.inner.since.get().is_some_and(|t| t.elapsed() >= grace)
+    /// When shutdown was first asked for.
+    fn since(&self) -> Option<Instant> {
+        self.inner.since.get().copied()
     }
 
     /// Registers a loop's waker; it is woken at once if shutdown was already asked for.
@@ -123,17 +123,6 @@ impl Server {
             open: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
         });
-        // Past the drain deadline, calls still running are cut off like timeouts, so a plugin
-        // stuck in a long call cannot hold shutdown past --shutdown-timeout-ms.
-        let (sd, grace) = (shutdown.clone(), shared.config.shutdown_timeout);
-        let cut = shared.plugins.cut_all.clone();
-        let _ticker = engine::spawn_ticker(&shared.plugins.engine, move || {
-            if sd.overdue(grace) {
-                cut.store(true, Ordering::Relaxed);
-            }
-        })
-        .context("cannot start the epoch thread")?;
-
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut inboxes = Vec::new();
         let result = (|| -> anyhow::Result<()> {

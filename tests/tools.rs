@@ -1,0 +1,244 @@
+//! `sandport check` and `sandport call`, and the compile cache they share with the server.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary to completion (at most 60 s) with its own empty cache folder.
+fn sandport(args: &[&str], cache: &TempDir) -> Run {
+    let mut child = Command::new(sandport_bin())
+        .args(args)
+        .env("SANDPORT_CACHE_DIR", cache.path())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sandport");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sandport {args:?} did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn check_describes_a_component_and_what_the_sandbox_denies() {
+    let cache = TempDir::new("cache");
+    let plugin = test_plugin("sandbox");
+    let r = sandport(&["check", path(&plugin)], &cache);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for want in [
+        "kind:    component (world sandport:plugin/handler@0.1.0)",
+        "wasi:filesystem/",
+        "files: denied (no preopened directories)",
+        "network: denied",
+        "environment and arguments: empty",
+        "ok: it can be served",
+    ] {
+        assert!(
+            r.stdout.contains(want),
+            "missing {want:?} in:\n{}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn check_describes_a_core_module() {
+    let cache = TempDir::new("cache");
+    let dir = TempDir::new("check-core");
+    let wat = dir.write(
+        "echo.wat",
+        br#"(module
+  (import "sandport" "log" (func (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "sandport_abi_version") (result i32) (i32.const 1))
+  (func (export "sandport_alloc") (param i32) (result i32) (i32.const 64))
+  (func (export "sandport_free") (param i32 i32))
+  (func (export "sandport_on_message") (param i64 i32 i32) (result i32) (i32.const 0)))"#,
+    );
+    let r = sandport(&["check", path(&wat)], &cache);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("core module (sandport core ABI version 1)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("sandport::log"), "{}", r.stdout);
+}
+
+#[test]
+fn check_fails_with_exit_2_and_the_reason() {
+    let cache = TempDir::new("cache");
+    let r = sandport(&["check", path(&test_plugin("badimport"))], &cache);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("sandport:extra/forbidden"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("ok:"), "{}", r.stdout);
+
+    let r = sandport(&["check", "/no/such/plugin.wasm"], &cache);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not found"), "{}", r.stderr);
+}
+
+#[test]
+fn call_prints_the_reply_and_the_plugin_log() {
+    let cache = TempDir::new("cache");
+    let upper = plugin("upper");
+    let r = sandport(
+        &[
+            "call",
+            path(&upper),
+            "--message",
+            "hello",
+            "--config",
+            "upper.prefix=> ",
+        ],
+        &cache,
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "reply: > HELLO\n");
+
+    let r = sandport(
+        &[
+            "call",
+            path(&test_plugin("lifecycle")),
+            "--message",
+            "close",
+        ],
+        &cache,
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        "greeting: hello 1\nreply: bye\nclose: the plugin asked to close the connection\n"
+    );
+    assert!(
+        r.stderr.contains("goodbye 1"),
+        "on-disconnect ran:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("stdout from 1"),
+        "plugin stdout is logged:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn call_reads_the_message_from_a_file() {
+    let cache = TempDir::new("cache");
+    let dir = TempDir::new("call-file");
+    let msg = dir.write("msg.txt", b"from a file");
+    let r = sandport(
+        &["call", path(&plugin("upper")), "--file", path(&msg)],
+        &cache,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "reply: FROM A FILE\n");
+}
+
+#[test]
+fn call_reports_a_failing_hook_with_exit_1() {
+    let cache = TempDir::new("cache");
+    let r = sandport(
+        &["call", path(&test_plugin("trap")), "--message", "x"],
+        &cache,
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("plugin call failed in on-message"),
+        "{}",
+        r.stderr
+    );
+
+    let r = sandport(
+        &[
+            "call",
+            path(&test_plugin("spin")),
+            "--message",
+            "spin",
+            "--timeout-ms",
+            "100",
+        ],
+        &cache,
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("deadline exceeded"), "{}", r.stderr);
+}
+
+#[test]
+fn call_without_a_message_is_a_usage_error() {
+    let cache = TempDir::new("cache");
+    let r = sandport(&["call", path(&plugin("echo"))], &cache);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--message"), "{}", r.stderr);
+}
+
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                files_under(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn compiled_plugins_are_cached_unless_disabled() {
+    let cache = TempDir::new("cache");
+    let r = sandport(&["check", "--no-cache", path(&plugin("echo"))], &cache);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        files_under(cache.path()),
+        0,
+        "--no-cache wrote to the cache"
+    );
+
+    let r = sandport(&["check", path(&plugin("echo"))], &cache);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // wasmtime writes its entries in the background of the first compile.
+    let filled = eventually(Duration::from_secs(10), || {
+        (files_under(&cache.path().join("compiled")) > 0).then_some(())
+    });
+    assert!(
+        filled.is_some(),
+        "no compiled code was cached in {}",
+        cache.path().display()
+    );
+    let r = sandport(&["check", path(&plugin("echo"))], &cache);
+    assert_eq!(r.code, 0, "a cached plugin loads too: {}", r.stderr);
+}
