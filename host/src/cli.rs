@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// Log line format (the level is set with RUST_LOG, default info).
     #[arg(long, env = "SANDPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Benchmark baseline: echo every message in-process instead of calling the plugins.
+    #[arg(long, hide = true)]
+    pub bench_native_echo: bool,
 }
 
 /// How log lines are written to stderr.
@@ -196,6 +200,7 @@ impl ServeArgs {
         cfg.max_output_bytes = max_output_bytes;
         cfg.on_error = self.on_error;
         cfg.shutdown_timeout = Duration::from_millis(self.shutdown_timeout_ms);
+        cfg.native_echo = self.bench_native_echo;
         Ok(cfg)
     }
 }
@@ -255,6 +260,7 @@ impl LoadArgs {
             on_error: OnError::Close,
             shutdown_timeout: Duration::from_secs(5),
             cache_dir,
+            native_echo: false,
         })
     }
 }

@@ -38,6 +38,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
+    /// Benchmarks only: answer every message with itself, in-process, without calling any
+    /// plugin, to measure what the sandbox costs against the same server.
+    pub native_echo: bool,
 }
 
 /// What gets a fresh plugin instance, trading isolation for speed.

@@ -135,6 +135,8 @@ pub struct WorkerPool {
     isolation: Isolation,
     /// Under `--isolation worker`, one long-lived instance per plugin.
     shared: Vec<Option<Instance>>,
+    /// The benchmarks' baseline: every hook answered in-process, no plugin called.
+    native_echo: bool,
 }
 
 impl WorkerPool {
@@ -144,6 +146,15 @@ impl WorkerPool {
             plugins,
             isolation,
             shared,
+            native_echo: false,
+        }
+    }
+
+    /// A pool that never calls a plugin and echoes every message: the benchmarks' baseline.
+    pub fn native_echo(plugins: Arc<Plugins>) -> Self {
+        WorkerPool {
+            native_echo: true,
+            ..Self::new(plugins, Isolation::Message)
         }
     }
 
@@ -154,6 +165,9 @@ impl WorkerPool {
         conn: &Connection,
         own: &mut ConnInstances,
     ) -> (Vec<Vec<u8>>, usize, Result<bool, CallError>) {
+        if self.native_echo {
+            return (Vec::new(), 0, Ok(false));
+        }
         let mut greetings = Vec::new();
         for i in 0..self.plugins.chain.len() {
             let res = self.call(i, conn.id, own, "on-connect", |h, s| h.on_connect(s, conn));
@@ -181,6 +195,12 @@ impl WorkerPool {
         own: &mut ConnInstances,
         message: &[u8],
     ) -> Result<Outcome, CallError> {
+        if self.native_echo {
+            return Ok(Outcome {
+                reply: Some(message.to_vec()),
+                close: false,
+            });
+        }
         let mut msg = Cow::Borrowed(message);
         let last = self.plugins.chain.len() - 1;
         for i in 0..=last {

@@ -45,7 +45,11 @@ impl Worker {
             poll,
             inbox,
             conns: Slab::new(),
-            pool: WorkerPool::new(shared.plugins.clone(), cfg.isolation),
+            pool: if cfg.native_echo {
+                WorkerPool::native_echo(shared.plugins.clone())
+            } else {
+                WorkerPool::new(shared.plugins.clone(), cfg.isolation)
+            },
             scratch: vec![0; decoder.read_size()],
             decoder,
             chain: shared
