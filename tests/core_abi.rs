@@ -298,3 +298,28 @@ fn core_module_sleep_past_the_deadline_is_cut_at_the_deadline() {
     let line = server.wait_for_log("plugin call failed", Duration::from_secs(5));
     assert!(line.contains("deadline"), "{line}");
 }
+
+/// Regression: a zero-length buffer may point anywhere (Zig's empty slices point at
+/// 0xFFFFFFFF); the host checked even empty buffers against the memory size and failed the call.
+#[test]
+fn core_module_empty_buffers_may_point_outside_memory() {
+    let dir = TempDir::new("core-empty");
+    let body = r#"
+  (func (export "sandport_on_message") (param i64) (param $ptr i32) (param $len i32) (result i32)
+    (if (i32.eqz (local.get $len))
+      (then (return (call $result (i32.const 1) (i32.const -1) (i32.const 0)))))
+    (call $result (i32.const 1) (local.get $ptr) (local.get $len)))
+"#;
+    let prelude = PRELUDE.replace(
+        "(local $p i32)",
+        "(local $p i32)
+    (if (i32.eqz (local.get $size)) (then (return (i32.const -1))))",
+    );
+    let path = dir.write("empty.wat", format!("(module {prelude} {body})").as_bytes());
+    let server = Server::builder().plugin(&path).start();
+    let mut c = server.connect();
+    c.send_line("");
+    c.expect_line("");
+    c.send_line("still here");
+    c.expect_line("still here");
+}

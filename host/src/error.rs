@@ -41,7 +41,7 @@ pub enum PluginError {
     #[error("it is not valid WebAssembly text: {0}")]
     BadText(String),
 
-    #[error("it is not a valid WebAssembly component: {0}")]
+    #[error("it cannot be compiled: {0}")]
     Invalid(String),
 
     #[error("it does not implement the sandport:plugin/handler world: {0}")]

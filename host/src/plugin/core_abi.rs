@@ -105,7 +105,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
                 return Ok(-1);
             };
             let len = i32::try_from(value.len()).map_err(|_| anyhow!("config value too long"))?;
-            if len <= out_cap {
+            if len > 0 && len <= out_cap {
                 let memory = guest_memory(&mut caller)?;
                 memory
                     .write(&mut caller, out_ptr as u32 as usize, &value)
@@ -378,6 +378,10 @@ impl CoreInstance {
         if ptr == 0 {
             return Err(anyhow!("sandport_alloc({len}) returned 0: out of memory"));
         }
+        if bytes.is_empty() {
+            // Any pointer will do for nothing (docs/core-abi.md), even one past the memory.
+            return Ok((ptr, 0));
+        }
         self.memory
             .write(store.as_context_mut(), ptr as u32 as usize, bytes)
             .map_err(|_| anyhow!("sandport_alloc({len}) returned {ptr}, outside memory"))?;
@@ -393,7 +397,7 @@ impl CoreInstance {
             .ok_or_else(|| anyhow!("result pointer {at} is outside memory"))?;
         let word = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
         let (flags, ptr, len) = (word(0), word(4) as usize, word(8) as usize);
-        let bytes = if flags & (FLAG_REPLY | FLAG_ERROR) != 0 {
+        let bytes = if flags & (FLAG_REPLY | FLAG_ERROR) != 0 && len > 0 {
             data.get(ptr..ptr.saturating_add(len))
                 .ok_or_else(|| anyhow!("result bytes {ptr}+{len} are outside memory"))?
                 .to_vec()

@@ -1,0 +1,80 @@
+//! Plugins written in assemblyscript, built from source by guest-plugins/assemblyscript/build.sh.
+
+use crate::support::*;
+
+#[test]
+fn upper_assemblyscript() {
+    crate::languages::check_upper("assemblyscript");
+}
+
+/// The TLSF allocator and the garbage collector give memory back: on one long-lived instance with
+/// a 4 MiB memory cap (the module starts at 64 KiB), 200 messages of 40 KB each (16 MB in all,
+/// with their replies and the UTF-16 strings made from them) all get through.
+#[test]
+fn upper_assemblyscript_reuses_its_memory_on_a_long_lived_instance() {
+    let server = Server::builder()
+        .plugin(test_plugin("upper-assemblyscript"))
+        .args([
+            "--isolation",
+            "worker",
+            "--workers",
+            "1",
+            "--memory-limit",
+            "4MiB",
+        ])
+        .start();
+    let mut c = server.connect();
+    let message = "abc".repeat(40_000 / 3);
+    let expected = message.to_uppercase();
+    for _ in 0..200 {
+        c.send_line(&message);
+        c.expect_line(&expected);
+    }
+    // A bigger one: its bytes, its decoded UTF-16 string, the upper-cased string and the reply
+    // buffer take about 1.2 MB at once.
+    let big = "x".repeat(200_000);
+    c.send_line(&big);
+    c.expect_line(&big.to_uppercase());
+    c.send_line("still here");
+    c.expect_line("STILL HERE");
+}
+
+/// Valid UTF-8 is upper-cased with Unicode rules; anything else gets its ASCII letters
+/// upper-cased and every other byte kept (AssemblyScript's own decoder would mangle it).
+#[test]
+fn upper_assemblyscript_unicode_and_invalid_utf8() {
+    let server = Server::builder()
+        .plugin(test_plugin("upper-assemblyscript"))
+        .start();
+    let mut c = server.connect();
+    c.send_line("straße é ü 😀 ok");
+    c.expect_line("STRASSE É Ü 😀 OK");
+    for bad in [
+        &b"\xff\xfeabc"[..],
+        b"ab\xc3",
+        b"\xed\xa0\x80x",
+        b"\xc0\xafz",
+    ] {
+        let mut message = bad.to_vec();
+        message.push(b'\n');
+        c.send(&message);
+        let line = c.recv_line_bytes(REPLY_TIMEOUT).expect("a reply");
+        assert_eq!(line, message.to_ascii_uppercase(), "reply to {bad:?}");
+    }
+}
+
+/// A prefix longer than the first 256-byte buffer is fetched again with room for all of it.
+#[test]
+fn upper_assemblyscript_long_prefix() {
+    let prefix = "p".repeat(1000);
+    let server = Server::builder()
+        .plugin(test_plugin("upper-assemblyscript"))
+        .config(&format!("upper-assemblyscript.prefix={prefix}"))
+        .args(["--isolation", "worker"])
+        .start();
+    let mut c = server.connect();
+    for _ in 0..3 {
+        c.send_line("hi");
+        c.expect_line(&format!("{prefix}HI"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Plugins written in wat, built from source by guest-plugins/wat/build.sh.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn upper_wat() {
+    crate::languages::check_upper("wat");
+}
+
+/// The allocator gives memory back: on one long-lived instance with a 256 KiB memory cap (4 pages),
+/// 200 messages of 40 KB each (16 MB in all, with their replies) all get through.
+#[test]
+fn upper_wat_reuses_its_memory_on_a_long_lived_instance() {
+    let server = Server::builder()
+        .plugin(test_plugin("upper-wat"))
+        .args([
+            "--isolation",
+            "worker",
+            "--workers",
+            "1",
+            "--memory-limit",
+            "256KiB",
+        ])
+        .start();
+    let mut c = server.connect();
+    let message = "abc".repeat(40_000 / 3);
+    let expected = message.to_uppercase();
+    for _ in 0..200 {
+        c.send_line(&message);
+        c.expect_line(&expected);
+    }
+    // A big message (with its reply, close to the cap) makes the memory grow; the small ones
+    // after it still work.
+    let big = "x".repeat(100_000);
+    c.send_line(&big);
+    c.expect_line(&big.to_uppercase());
+    c.send_line("still here");
+    c.expect_line("STILL HERE");
+}
+
+/// Only ASCII letters change; every other byte (UTF-8 or not) is copied as it is.
+#[test]
+fn upper_wat_changes_only_ascii_letters() {
+    let server = Server::builder().plugin(test_plugin("upper-wat")).start();
+    let mut c = server.connect();
+    c.send(b"stra\xc3\x9fe \xff\xfe z@[`{\n");
+    let line = c.recv_line_bytes(REPLY_TIMEOUT).expect("a reply");
+    assert_eq!(line, b"STRA\xc3\x9fE \xff\xfe Z@[`{\n");
+}
+
+/// The `prefix` setting is written straight into the reply buffer, whatever its length.
+#[test]
+fn upper_wat_long_prefix() {
+    let prefix = "p".repeat(1000);
+    let server = Server::builder()
+        .plugin(test_plugin("upper-wat"))
+        .config(&format!("upper-wat.prefix={prefix}"))
+        .args(["--isolation", "worker"])
+        .start();
+    let mut c = server.connect();
+    for _ in 0..3 {
+        c.send_line("hi");
+        c.expect_line(&format!("{prefix}HI"));
+    }
+}
+
+/// sandport also loads the text form: the source file itself runs, as `upper-wat.wat`.
+#[test]
+fn upper_wat_source_loads_as_text() {
+    let dir = TempDir::new("wat-text");
+    let source = workspace_root().join("guest-plugins/wat/upper/upper.wat");
+    let path = dir.copy(&source, "upper-wat.wat");
+    let server = Server::builder()
+        .plugin(&path)
+        .config("upper-wat.prefix=> ")
+        .env("RUST_LOG", "debug")
+        .start();
+    let mut c = server.connect();
+    c.send_line("from text");
+    c.expect_line("> FROM TEXT");
+    let line = server.wait_for_log("upper-cased 9 bytes", Duration::from_secs(5));
+    assert!(
+        line.contains("upper-wat"),
+        "log line not tagged with the plugin: {line}"
+    );
+}

@@ -1,0 +1,43 @@
+//! The same `upper` behaviour from a plugin in every supported language, components and core
+//! modules alike; each language's own tests (`lang_*.rs`) call [`check_upper`] for its build.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// `upper-<lang>` upper-cases, honours `prefix`, logs through the host (a debug line containing
+/// "upper-cased"), keeps the connection open, and behaves the same under every isolation mode
+/// (a core module's allocator must not leak or corrupt across calls on a reused instance).
+pub fn check_upper(lang: &str) {
+    let name = format!("upper-{lang}");
+    let path = test_plugin(&name);
+    for isolation in ["message", "connection", "worker"] {
+        let server = Server::builder()
+            .plugin(&path)
+            .args(["--isolation", isolation, "--workers", "1"])
+            .env("RUST_LOG", "debug")
+            .start();
+        let mut c = server.connect();
+        for i in 0..200 {
+            c.send_line(&format!("hello {lang} {i}"));
+            c.expect_line(&format!("HELLO {} {i}", lang.to_uppercase()));
+        }
+        c.send_line("a-b_c 123 {x}");
+        c.expect_line("A-B_C 123 {X}");
+        c.send_line("");
+        c.expect_line("");
+        let line = server.wait_for_log("upper-cased", Duration::from_secs(5));
+        assert!(
+            line.contains(&name),
+            "log line not tagged with the plugin: {line}"
+        );
+    }
+
+    let server = Server::builder()
+        .plugin(&path)
+        .config(&format!("{name}.prefix=>> "))
+        .start();
+    let mut c = server.connect();
+    c.send_line("hello");
+    c.expect_line(">> HELLO");
+}
