@@ -50,13 +50,16 @@ pub struct CorePlugin {
     pre: InstancePre<HostState>,
 }
 
+/// `sandport_on_connect(conn, peer_ptr, peer_len, local_ptr, local_len) -> result`.
+type ConnectFn = TypedFunc<(i64, i32, i32, i32, i32), i32>;
+
 /// A live instance's entry points.
 pub struct CoreInstance {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     free: TypedFunc<(i32, i32), ()>,
     on_message: TypedFunc<(i64, i32, i32), i32>,
-    on_connect: Option<TypedFunc<(i64, i32, i32, i32, i32), i32>>,
+    on_connect: Option<ConnectFn>,
     on_disconnect: Option<TypedFunc<i64, ()>>,
 }
 
@@ -303,10 +306,7 @@ impl CorePlugin {
     /// Instantiates, runs `_initialize` if exported, and looks up the hooks.
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<CoreInstance> {
         let instance = self.pre.instantiate(&mut *store)?;
-        if let Some(init) = instance
-            .get_typed_func::<(), ()>(&mut *store, "_initialize")
-            .ok()
-        {
+        if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
             init.call(&mut *store, ())?;
         }
         let version = instance

@@ -42,11 +42,14 @@ pub struct HostState {
 }
 
 /// The WASI context, in the flavour the plugin's kind links against.
+// Built once per store and never moved after: boxing either variant would only add an allocation
+// per instance.
+#[allow(clippy::large_enum_variant)]
 enum Wasi {
     /// WASI 0.2, for components.
     P2 { ctx: WasiCtx, table: ResourceTable },
     /// WASI preview 1, for core modules.
-    P1(Box<WasiP1Ctx>),
+    P1(WasiP1Ctx),
 }
 
 impl HostState {
@@ -71,7 +74,7 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         let wasi = if preview1 {
-            Wasi::P1(Box::new(builder.build_p1()))
+            Wasi::P1(builder.build_p1())
         } else {
             Wasi::P2 {
                 ctx: builder.build(),

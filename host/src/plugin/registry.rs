@@ -223,6 +223,8 @@ impl Plugin {
 }
 
 /// A live instance's entry points, of either kind.
+// Made once per instance and kept in place beside its store: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Handle {
     Component(Handler),
     Core(core_abi::CoreInstance),

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Builds the JavaScript plugins as WebAssembly components implementing the `handler` world of
+# wit/handler.wit, with componentize-js (which embeds the SpiderMonkey engine, through
+# StarlingMonkey, into each component, with the script pre-initialised by wizer):
+#   upper -> OUT_DIR/upper-js.wasm, router -> OUT_DIR/router-js.wasm
+#
+# Usage (from the repository root, as `cargo xtask plugins` runs it):
+#   bash guest-plugins/js/build.sh OUT_DIR
+# componentize-js comes from npm, pinned with all its dependencies by package.json and
+# package-lock.json beside this script, and installed once (`npm ci`) under $SANDPORT_TOOLS
+# (default: ~/.cache/sandport/tools, as for `cargo xtask plugins`). Needs Node.js >= 18 and npm;
+# installed from Debian's packages when missing. The WIT folder is $SANDPORT_WIT (default: wit/
+# of this repository).
+set -euo pipefail
+
+COMPONENTIZE_JS_VERSION="0.23.0" # must match package.json
+PLUGINS=(upper router)
+# `http` and `fetch-event` (fetch() and the wasi:http handler) need wasi:http, which sandport does
+# not provide: compiled out. The other features stay: `stdio` (console.log/console.error and
+# uncaught exceptions become log lines of the host), `random` (Math.random, crypto), `clocks`
+# (Date.now, timers); without the last two, Math.random would be deterministic and Date.now frozen
+# at build time.
+DISABLED_FEATURES=(http fetch-event)
+
+fail() { echo "js: error: $*" >&2; exit 1; }
+
+out="${1:?usage: build.sh OUT_DIR}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+tools="${SANDPORT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sandport/tools}"
+wit="${SANDPORT_WIT:-$here/../../wit}"
+mkdir -p "$out" "$tools"
+out="$(cd "$out" && pwd)"
+tools="$(cd "$tools" && pwd)"
+[ -f "$wit/handler.wit" ] || fail "no handler.wit in $wit (set SANDPORT_WIT)"
+wit="$(cd "$wit" && pwd)"
+
+grep -q "\"@bytecodealliance/componentize-js\": \"$COMPONENTIZE_JS_VERSION\"" "$here/package.json" \
+    || fail "package.json does not pin @bytecodealliance/componentize-js $COMPONENTIZE_JS_VERSION"
+
+# --- Node.js ---------------------------------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "js: installing Node.js and npm (Debian packages nodejs, npm)"
+    sudo=""
+    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    $sudo apt-get install -y --no-install-recommends nodejs npm >/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y --no-install-recommends nodejs npm >/dev/null; } \
+        || fail "cannot install nodejs/npm with apt-get"
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 18 ] || fail "node $(node --version) is too old: componentize-js needs Node.js >= 18"
+
+# --- toolchain: componentize-js and its dependencies, exactly as package-lock.json says --------
+lock_sum="$(sha256sum "$here/package.json" "$here/package-lock.json" | sha256sum | cut -c1-12)"
+prefix="$tools/componentize-js-$COMPONENTIZE_JS_VERSION-$lock_sum"
+cjs="$prefix/node_modules/@bytecodealliance/componentize-js/src/cli.js"
+# The stamp is written last, so an interrupted install is redone from scratch.
+if [ ! -f "$prefix/.installed" ]; then
+    echo "js: installing componentize-js $COMPONENTIZE_JS_VERSION (npm ci, package-lock.json) into $prefix"
+    rm -rf "$prefix"
+    mkdir -p "$prefix"
+    cp "$here/package.json" "$here/package-lock.json" "$prefix/"
+    npm ci --prefix "$prefix" --no-audit --no-fund --loglevel=error \
+        || fail "npm ci of componentize-js $COMPONENTIZE_JS_VERSION failed"
+    touch "$prefix/.installed"
+fi
+installed="$(node -p "require('$prefix/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null || true)"
+[ "$installed" = "$COMPONENTIZE_JS_VERSION" ] \
+    || fail "found componentize-js '$installed' in $prefix, expected $COMPONENTIZE_JS_VERSION (delete it to reinstall)"
+echo "js: using componentize-js $installed from $prefix (node $(node --version))"
+
+# Temporary files of the build tools (componentize-js leaves its work folder behind when
+# a build fails) go to a folder of our own, removed on exit.
+export TMPDIR="$tools/tmp/js-$$"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
+
+# --- plugins ---------------------------------------------------------------------------------
+for plugin in "${PLUGINS[@]}"; do
+    src="$here/$plugin/$plugin.js"
+    [ -f "$src" ] || fail "no $src"
+    dest="$out/$plugin-js.wasm"
+    echo "js: building $plugin -> $dest"
+    # Into a temporary file first, then renamed: a host loading the plugin meanwhile sees the
+    # old file or the new one, never half of one.
+    partial="$out/.$plugin-js.wasm.partial"
+    rm -f "$partial"
+    node "$cjs" "$src" --wit "$wit" --world-name handler \
+        --disable "${DISABLED_FEATURES[@]}" --out "$partial" \
+        || { rm -f "$partial"; fail "componentize-js failed for $plugin"; }
+    [ -s "$partial" ] || fail "componentize-js wrote no component for $plugin"
+    mv -f "$partial" "$dest"
+    echo "js: built $plugin-js.wasm ($(($(stat -c %s "$dest") / 1024)) KiB)"
+done
+echo "js: done"
