@@ -9,11 +9,22 @@ use crate::support::*;
 /// "upper-cased"), keeps the connection open, and behaves the same under every isolation mode
 /// (a core module's allocator must not leak or corrupt across calls on a reused instance).
 pub fn check_upper(lang: &str) {
+    check_upper_at(lang, &test_plugin(&format!("upper-{lang}")));
+}
+
+/// The Rust `upper` is the example in `plugins/`; the same checks, under the same naming.
+#[test]
+fn upper_rust() {
+    let dir = TempDir::new("upper-rust");
+    let path = dir.copy(&plugin("upper"), "upper-rust.wasm");
+    check_upper_at("rust", &path);
+}
+
+fn check_upper_at(lang: &str, path: &std::path::Path) {
     let name = format!("upper-{lang}");
-    let path = test_plugin(&name);
     for isolation in ["message", "connection", "worker"] {
         let server = Server::builder()
-            .plugin(&path)
+            .plugin(path)
             .args(["--isolation", isolation, "--workers", "1"])
             .env("RUST_LOG", "debug")
             .start();
@@ -34,7 +45,7 @@ pub fn check_upper(lang: &str) {
     }
 
     let server = Server::builder()
-        .plugin(&path)
+        .plugin(path)
         .config(&format!("{name}.prefix=>> "))
         .start();
     let mut c = server.connect();
