@@ -61,21 +61,6 @@ pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
         // sandport calls plugins synchronously; the async machinery only costs time per call.
         .concurrency_support(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    if let Some(dir) = &cfg.cache_dir {
-        // wasmtime keys entries by the Wasm bytes, the engine settings and its own version, and
-        // reads only what it wrote itself into this folder.
-        let mut cache = wasmtime::CacheConfig::new();
-        cache.with_directory(dir.join("compiled"));
-        match wasmtime::Cache::new(cache) {
-            Ok(cache) => {
-                wc.cache(Some(cache));
-            }
-            Err(e) => tracing::warn!(
-                dir = %dir.display(),
-                "compile cache disabled, every start compiles: {e:#}"
-            ),
-        }
-    }
     let memories = slots as u64 * MEMORIES_PER_COMPONENT as u64;
     if memories * (4u64 << 30) > RESERVATION_BUDGET {
         // Many slots (one per connection): reserve only what the memory cap allows.

@@ -1,6 +1,7 @@
 //! Everything about plugins: the engine, loading and checking them, and running their hooks.
 
 pub mod bindings;
+pub mod cache;
 pub mod core_abi;
 pub mod engine;
 pub mod host_api;

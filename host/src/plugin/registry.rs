@@ -10,6 +10,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Module, Store, UpdateDeadline};
 
 use super::bindings::{Handler, HandlerPre};
+use super::cache::{CodeCache, Source};
 use super::core_abi::{self, CorePlugin};
 use super::engine;
 use super::host_api::HostState;
@@ -30,6 +31,8 @@ pub struct Plugin {
     /// The file's size, and how long reading, compiling and checking it took.
     pub size: usize,
     pub load_time: Duration,
+    /// Whether the compiled code came from the cache.
+    pub cached: bool,
 }
 
 /// The two kinds of plugin file, each pre-linked.
@@ -97,6 +100,11 @@ impl Plugins {
         Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the host API: {e:#}")))?;
 
+        let cache = cfg.cache_dir.as_ref().and_then(|dir| {
+            CodeCache::open(&dir.join("compiled"))
+                .map_err(|e| tracing::warn!("compile cache disabled, every start compiles: {e}"))
+                .ok()
+        });
         let mut plugins = Plugins {
             engine,
             chain: Vec::new(),
@@ -112,13 +120,14 @@ impl Plugins {
             let name = super::name_of(path);
             let config = cfg.plugin_config.get(&name).cloned().unwrap_or_default();
             let plugin = plugins
-                .load_one(&linker, &core_linker, path, name, config)
+                .load_one(&linker, &core_linker, cache.as_ref(), path, name, config)
                 .map_err(|kind| Error::plugin(path, kind))?;
             tracing::info!(
                 plugin = &*plugin.name,
                 path = %path.display(),
                 kind = plugin.kind.describe(),
                 bytes = plugin.size,
+                cached = plugin.cached,
                 load_ms = ms(plugin.load_time),
                 "plugin loaded"
             );
@@ -131,6 +140,7 @@ impl Plugins {
         &self,
         linker: &Linker<HostState>,
         core_linker: &wasmtime::Linker<HostState>,
+        cache: Option<&CodeCache>,
         path: &Path,
         name: String,
         config: BTreeMap<String, String>,
@@ -143,10 +153,17 @@ impl Plugins {
         }
         let started = Instant::now();
         let imports;
+        let mut source = Source::Compiled;
         let kind = match kind_of(&bytes)? {
             Kind::CoreModule => {
-                let module = Module::new(&self.engine, &bytes)
-                    .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                let module = match cache {
+                    Some(c) => c.module(&self.engine, &bytes).map(|(m, s)| {
+                        source = s;
+                        m
+                    }),
+                    None => Module::new(&self.engine, &bytes),
+                }
+                .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
                 imports = module
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -154,8 +171,14 @@ impl Plugins {
                 PluginKind::Core(core_abi::load(core_linker, &module)?)
             }
             Kind::Component => {
-                let component = Component::new(&self.engine, &bytes)
-                    .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                let component = match cache {
+                    Some(c) => c.component(&self.engine, &bytes).map(|(m, s)| {
+                        source = s;
+                        m
+                    }),
+                    None => Component::new(&self.engine, &bytes),
+                }
+                .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
                 imports = component
                     .component_type()
                     .imports(&self.engine)
@@ -177,6 +200,7 @@ impl Plugins {
             imports,
             size: bytes.len(),
             load_time: started.elapsed(),
+            cached: source == Source::Cache,
         };
         // One trial instance catches start-up traps and pool limits now, not at the first client.
         let mut store = self.new_store(&plugin);
