@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -281,6 +281,8 @@ pub struct LogStream {
     conn: Arc<AtomicU64>,
     stream: &'static str,
     partial: Arc<Mutex<Vec<u8>>>,
+    /// Whether `partial` may hold bytes: lets the flush after every call skip the lock.
+    pending: Arc<AtomicBool>,
 }
 
 impl LogStream {
@@ -290,6 +292,7 @@ impl LogStream {
             conn,
             stream,
             partial: Arc::default(),
+            pending: Arc::default(),
         }
     }
 
@@ -317,6 +320,7 @@ impl LogStream {
                 }
                 None => {
                     partial.extend_from_slice(bytes);
+                    self.pending.store(true, Ordering::Relaxed);
                     bytes = &[];
                 }
             }
@@ -328,6 +332,9 @@ impl LogStream {
     }
 
     fn flush_partial(&self) {
+        if !self.pending.swap(false, Ordering::Relaxed) {
+            return;
+        }
         let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
         if !partial.is_empty() {
             self.emit(&partial);

@@ -263,15 +263,7 @@ impl WorkerPool {
     }
 
     fn slot<'a>(&'a mut self, i: usize, own: &'a mut ConnInstances) -> &'a mut Option<Instance> {
-        match self.isolation {
-            Isolation::Worker => &mut self.shared[i],
-            Isolation::Connection | Isolation::Message => {
-                if own.0.len() <= i {
-                    own.0.resize_with(self.plugins.chain.len(), || None);
-                }
-                &mut own.0[i]
-            }
-        }
+        slot_of(&mut self.shared, self.isolation, i, own)
     }
 
     /// Calls one hook of plugin `i` on the instance the isolation mode picks, under the call's
@@ -284,15 +276,22 @@ impl WorkerPool {
         hook: &'static str,
         f: impl FnOnce(&Handle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let plugins = self.plugins.clone();
+        // Borrowed field by field: cloning the shared `Arc<Plugins>` on every call would bounce
+        // its counter's cache line between the worker threads.
+        let WorkerPool {
+            plugins,
+            isolation,
+            shared,
+            ..
+        } = self;
         let plugin = &plugins.chain[i];
-        let fresh_each_call = self.isolation == Isolation::Message;
+        let fresh_each_call = *isolation == Isolation::Message;
         let fail = |cause| CallError {
             plugin: plugin.name.clone(),
             hook,
             cause,
         };
-        let slot = self.slot(i, own);
+        let slot = slot_of(shared, *isolation, i, own);
         if slot.is_none() {
             let mut store = plugins.new_store(plugin);
             store.data_mut().begin_call(conn, plugins.timeout);
@@ -321,6 +320,24 @@ impl WorkerPool {
                 *slot = None;
                 Err(fail(cause))
             }
+        }
+    }
+}
+
+/// The instance slot of plugin `i` that `isolation` picks: the worker's own, or the connection's.
+fn slot_of<'a>(
+    shared: &'a mut [Option<Instance>],
+    isolation: Isolation,
+    i: usize,
+    own: &'a mut ConnInstances,
+) -> &'a mut Option<Instance> {
+    match isolation {
+        Isolation::Worker => &mut shared[i],
+        Isolation::Connection | Isolation::Message => {
+            if own.0.len() <= i {
+                own.0.resize_with(shared.len(), || None);
+            }
+            &mut own.0[i]
         }
     }
 }

@@ -200,14 +200,21 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
 }
 
-/// echo.wasm (always), and the Python and JS components if they were built.
+/// echo.wasm (always), and the Python and JS components (built by `cargo xtask plugins` into
+/// tests/plugins/; a full run says so loudly when they are missing).
 fn startup_plugins(root: &Path, smoke: bool) -> Vec<PathBuf> {
     let mut v = vec![root.join("plugins/echo.wasm")];
     if !smoke {
         for name in ["upper-python.wasm", "upper-js.wasm"] {
-            let p = root.join("plugins").join(name);
+            let p = root.join("tests/plugins").join(name);
             if p.is_file() {
                 v.push(p);
+            } else {
+                eprintln!(
+                    "bench: WARNING: {} is not built, so its start-up is not measured \
+                     (run bench/run.sh --all-plugins, or cargo xtask plugins first)",
+                    p.display()
+                );
             }
         }
     }
