@@ -12,31 +12,7 @@ fn upper_assemblyscript() {
 /// with their replies and the UTF-16 strings made from them) all get through.
 #[test]
 fn upper_assemblyscript_reuses_its_memory_on_a_long_lived_instance() {
-    let server = Server::builder()
-        .plugin(test_plugin("upper-assemblyscript"))
-        .args([
-            "--isolation",
-            "worker",
-            "--workers",
-            "1",
-            "--memory-limit",
-            "4MiB",
-        ])
-        .start();
-    let mut c = server.connect();
-    let message = "abc".repeat(40_000 / 3);
-    let expected = message.to_uppercase();
-    for _ in 0..200 {
-        c.send_line(&message);
-        c.expect_line(&expected);
-    }
-    // A bigger one: its bytes, its decoded UTF-16 string, the upper-cased string and the reply
-    // buffer take about 1.2 MB at once.
-    let big = "x".repeat(200_000);
-    c.send_line(&big);
-    c.expect_line(&big.to_uppercase());
-    c.send_line("still here");
-    c.expect_line("STILL HERE");
+    crate::languages::check_memory_reuse("assemblyscript", "4MiB", 200_000, "");
 }
 
 /// Valid UTF-8 is upper-cased with Unicode rules; anything else gets its ASCII letters

@@ -17,30 +17,7 @@ fn upper_c() {
 /// through.
 #[test]
 fn upper_c_reuses_its_memory_on_a_long_lived_instance() {
-    let server = Server::builder()
-        .plugin(test_plugin("upper-c"))
-        .config("upper-c.prefix=> ")
-        .args([
-            "--isolation",
-            "worker",
-            "--workers",
-            "1",
-            "--memory-limit",
-            "4MiB",
-        ])
-        .start();
-    let mut c = server.connect();
-    let message = "abc".repeat(40_000 / 3);
-    let expected = format!("> {}", message.to_uppercase());
-    for _ in 0..200 {
-        c.send_line(&message);
-        c.expect_line(&expected);
-    }
-    let big = "x".repeat(1_000_000);
-    c.send_line(&big);
-    c.expect_line(&format!("> {}", big.to_uppercase()));
-    c.send_line("still here");
-    c.expect_line("> STILL HERE");
+    crate::languages::check_memory_reuse("c", "4MiB", 1_000_000, "> ");
 }
 
 /// Only ASCII letters change: every other byte, valid UTF-8 or not, comes back as it was.

@@ -13,31 +13,7 @@ fn upper_wat() {
 /// 200 messages of 40 KB each (16 MB in all, with their replies) all get through.
 #[test]
 fn upper_wat_reuses_its_memory_on_a_long_lived_instance() {
-    let server = Server::builder()
-        .plugin(test_plugin("upper-wat"))
-        .args([
-            "--isolation",
-            "worker",
-            "--workers",
-            "1",
-            "--memory-limit",
-            "256KiB",
-        ])
-        .start();
-    let mut c = server.connect();
-    let message = "abc".repeat(40_000 / 3);
-    let expected = message.to_uppercase();
-    for _ in 0..200 {
-        c.send_line(&message);
-        c.expect_line(&expected);
-    }
-    // A big message (with its reply, close to the cap) makes the memory grow; the small ones
-    // after it still work.
-    let big = "x".repeat(100_000);
-    c.send_line(&big);
-    c.expect_line(&big.to_uppercase());
-    c.send_line("still here");
-    c.expect_line("STILL HERE");
+    crate::languages::check_memory_reuse("wat", "256KiB", 100_000, "");
 }
 
 /// Only ASCII letters change; every other byte (UTF-8 or not) is copied as it is.

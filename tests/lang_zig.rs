@@ -12,29 +12,7 @@ fn upper_zig() {
 /// each (16 MB in all, with their replies) all get through.
 #[test]
 fn upper_zig_reuses_its_memory_on_a_long_lived_instance() {
-    let server = Server::builder()
-        .plugin(test_plugin("upper-zig"))
-        .args([
-            "--isolation",
-            "worker",
-            "--workers",
-            "1",
-            "--memory-limit",
-            "4MiB",
-        ])
-        .start();
-    let mut c = server.connect();
-    let message = "abc".repeat(40_000 / 3);
-    let expected = message.to_uppercase();
-    for _ in 0..200 {
-        c.send_line(&message);
-        c.expect_line(&expected);
-    }
-    let big = "x".repeat(1_000_000);
-    c.send_line(&big);
-    c.expect_line(&big.to_uppercase());
-    c.send_line("still here");
-    c.expect_line("STILL HERE");
+    crate::languages::check_memory_reuse("zig", "4MiB", 1_000_000, "");
 }
 
 /// Only ASCII letters change; every other byte (UTF-8 or not) is copied as it is.

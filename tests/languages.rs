@@ -52,3 +52,35 @@ fn check_upper_at(lang: &str, path: &std::path::Path) {
     c.send_line("hello");
     c.expect_line(">> HELLO");
 }
+
+/// On one long-lived instance (`--isolation worker`, one worker) capped at `memory_limit`, 200
+/// messages of 40 KB each (16 MB in all, with their replies), then one of `big` bytes, then a
+/// small one, all get through with `prefix` (none if empty): the plugin gives back what it
+/// frees, so it never runs out.
+pub fn check_memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &str) {
+    let name = format!("upper-{lang}");
+    let mut builder = Server::builder().plugin(test_plugin(&name)).args([
+        "--isolation",
+        "worker",
+        "--workers",
+        "1",
+        "--memory-limit",
+        memory_limit,
+    ]);
+    if !prefix.is_empty() {
+        builder = builder.config(&format!("{name}.prefix={prefix}"));
+    }
+    let server = builder.start();
+    let mut c = server.connect();
+    let message = "abc".repeat(40_000 / 3);
+    let expected = format!("{prefix}{}", message.to_uppercase());
+    for _ in 0..200 {
+        c.send_line(&message);
+        c.expect_line(&expected);
+    }
+    let big = "x".repeat(big);
+    c.send_line(&big);
+    c.expect_line(&format!("{prefix}{}", big.to_uppercase()));
+    c.send_line("still here");
+    c.expect_line(&format!("{prefix}STILL HERE"));
+}
