@@ -37,9 +37,10 @@ fn usage() -> &'static str {
 usage: cargo xtask <command> [ARGS...]
 
 commands:
-  plugins        build the guest plugins (wasm32-wasip2) and copy them to plugins/ (examples)
-                 and tests/plugins/ (test-only)
-  run [ARGS...]  plugins, then `cargo run --release -p sandport -- ARGS`
+  plugins        build every guest plugin: the Rust ones (wasm32-wasip2) into plugins/
+                 (examples) and tests/plugins/ (test-only), then every other language's
+                 (guest-plugins/<lang>/build.sh, installing its pinned toolchain once)
+  run [ARGS...]  the Rust plugins only, then `cargo run --release -p sandport -- ARGS`
                  (ARGS default to `--plugin print.wasm`; runs from the repository root)
   test [ARGS...] plugins, then `cargo test --release --workspace ARGS`
   lint           rustfmt and clippy (-D warnings) checks of both workspaces
@@ -56,7 +57,7 @@ fn main() {
             Ok(())
         }
         Some("plugins") => plugins(),
-        Some("run") => plugins().and_then(|()| run(rest)),
+        Some("run") => rust_plugins().and_then(|()| run(rest)),
         Some("test") => plugins().and_then(|()| test(rest)),
         Some("lint") => ensure_wasm_target().and_then(|()| lint()),
         Some(other) => {
@@ -122,6 +123,12 @@ fn show(command: &Command) -> String {
 
 /// `cargo xtask plugins`: builds every guest plugin and copies the components into place.
 fn plugins() -> Result {
+    rust_plugins()?;
+    other_languages(&repo_root().join("tests").join("plugins"))
+}
+
+/// The Rust plugins: the examples the README starts with, and the test-only ones.
+fn rust_plugins() -> Result {
     ensure_wasm_target()?;
 
     let root = repo_root();
@@ -144,8 +151,7 @@ fn plugins() -> Result {
     let built = target_dir.join(WASM_TARGET).join("release");
 
     copy_plugins(&built, EXAMPLE_PLUGINS, &root.join("plugins"))?;
-    copy_plugins(&built, TEST_PLUGINS, &root.join("tests").join("plugins"))?;
-    other_languages(&root.join("tests").join("plugins"))
+    copy_plugins(&built, TEST_PLUGINS, &root.join("tests").join("plugins"))
 }
 
 /// Plugins in languages other than Rust: every `guest-plugins/<lang>/build.sh` installs its
