@@ -42,15 +42,5 @@ fn upper_assemblyscript_unicode_and_invalid_utf8() {
 /// A prefix longer than the first 256-byte buffer is fetched again with room for all of it.
 #[test]
 fn upper_assemblyscript_long_prefix() {
-    let prefix = "p".repeat(1000);
-    let server = Server::builder()
-        .plugin(test_plugin("upper-assemblyscript"))
-        .config(&format!("upper-assemblyscript.prefix={prefix}"))
-        .args(["--isolation", "worker"])
-        .start();
-    let mut c = server.connect();
-    for _ in 0..3 {
-        c.send_line("hi");
-        c.expect_line(&format!("{prefix}HI"));
-    }
+    crate::languages::check_long_prefix("assemblyscript");
 }

@@ -19,27 +19,13 @@ fn upper_wat_reuses_its_memory_on_a_long_lived_instance() {
 /// Only ASCII letters change; every other byte (UTF-8 or not) is copied as it is.
 #[test]
 fn upper_wat_changes_only_ascii_letters() {
-    let server = Server::builder().plugin(test_plugin("upper-wat")).start();
-    let mut c = server.connect();
-    c.send(b"stra\xc3\x9fe \xff\xfe z@[`{\n");
-    let line = c.recv_line_bytes(REPLY_TIMEOUT).expect("a reply");
-    assert_eq!(line, b"STRA\xc3\x9fE \xff\xfe Z@[`{\n");
+    crate::languages::check_ascii_only("wat");
 }
 
 /// The `prefix` setting is written straight into the reply buffer, whatever its length.
 #[test]
 fn upper_wat_long_prefix() {
-    let prefix = "p".repeat(1000);
-    let server = Server::builder()
-        .plugin(test_plugin("upper-wat"))
-        .config(&format!("upper-wat.prefix={prefix}"))
-        .args(["--isolation", "worker"])
-        .start();
-    let mut c = server.connect();
-    for _ in 0..3 {
-        c.send_line("hi");
-        c.expect_line(&format!("{prefix}HI"));
-    }
+    crate::languages::check_long_prefix("wat");
 }
 
 /// sandport also loads the text form: the source file itself runs, as `upper-wat.wat`.

@@ -84,3 +84,31 @@ pub fn check_memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &s
     c.send_line("still here");
     c.expect_line(&format!("{prefix}STILL HERE"));
 }
+
+/// Only ASCII letters change; every other byte (UTF-8 or not) comes back as it was.
+pub fn check_ascii_only(lang: &str) {
+    let server = Server::builder()
+        .plugin(test_plugin(&format!("upper-{lang}")))
+        .start();
+    let mut c = server.connect();
+    c.send(b"stra\xc3\x9fe \xff\xfe z@[`{\n");
+    let line = c.recv_line_bytes(REPLY_TIMEOUT).expect("a reply");
+    assert_eq!(line, b"STRA\xc3\x9fE \xff\xfe Z@[`{\n");
+}
+
+/// A 1000-byte `prefix` (longer than a first guess at a buffer) arrives whole, call after call
+/// on one long-lived instance.
+pub fn check_long_prefix(lang: &str) {
+    let name = format!("upper-{lang}");
+    let prefix = "p".repeat(1000);
+    let server = Server::builder()
+        .plugin(test_plugin(&name))
+        .config(&format!("{name}.prefix={prefix}"))
+        .args(["--isolation", "worker"])
+        .start();
+    let mut c = server.connect();
+    for _ in 0..3 {
+        c.send_line("hi");
+        c.expect_line(&format!("{prefix}HI"));
+    }
+}
