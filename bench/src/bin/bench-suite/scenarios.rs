@@ -54,6 +54,19 @@ pub struct LoadSpec {
     pub connect_rate: Option<f64>,
 }
 
+impl LoadSpec {
+    /// `connections` clients, each with one `size`-byte message in flight, no idle ones.
+    pub fn ping_pong(connections: usize, size: usize) -> Self {
+        LoadSpec {
+            connections,
+            idle: 0,
+            size,
+            pipeline: 1,
+            connect_rate: None,
+        }
+    }
+}
+
 /// The rounds of one server in one scenario.
 pub struct Series {
     pub server: Server,
@@ -361,13 +374,7 @@ pub fn echo(ctx: &mut Ctx) -> Section {
     );
     for &c in conns {
         let title = format!("echo 64 B, {c} conns");
-        let spec = LoadSpec {
-            connections: c,
-            idle: 0,
-            size: 64,
-            pipeline: 1,
-            connect_rate: None,
-        };
+        let spec = LoadSpec::ping_pong(c, 64);
         let series = ctx.compare(&title, &servers, &spec);
         throughput_table(
             &mut body,
@@ -410,13 +417,7 @@ pub fn large(ctx: &mut Ctx) -> Section {
     );
     for &size in sizes {
         let title = format!("echo {} KiB, {c} conns", size / 1024);
-        let spec = LoadSpec {
-            connections: c,
-            idle: 0,
-            size,
-            pipeline: 1,
-            connect_rate: None,
-        };
+        let spec = LoadSpec::ping_pong(c, size);
         let series = ctx.compare(&title, &servers, &spec);
         throughput_table(
             &mut body,
@@ -453,13 +454,7 @@ pub fn tpc(ctx: &mut Ctx) -> Section {
         Server::Sandport("message"),
     ];
     let title = format!("vs tpc-server, {c} conns");
-    let spec = LoadSpec {
-        connections: c,
-        idle: 0,
-        size: 64,
-        pipeline: 1,
-        connect_rate: None,
-    };
+    let spec = LoadSpec::ping_pong(c, 64);
     let series = ctx.compare(&title, &servers, &spec);
     let mut body = String::new();
     let _ = writeln!(
