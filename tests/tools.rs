@@ -242,3 +242,27 @@ fn compiled_plugins_are_cached_unless_disabled() {
     let r = sandport(&["check", path(&plugin("echo"))], &cache);
     assert_eq!(r.code, 0, "a cached plugin loads too: {}", r.stderr);
 }
+
+#[test]
+fn a_cache_folder_others_can_write_is_not_used_but_loading_goes_on() {
+    let cache = TempDir::new("cache");
+    let shared = cache.path().join("shared");
+    std::fs::create_dir_all(shared.join("compiled")).unwrap();
+    std::fs::set_permissions(
+        shared.join("compiled"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let r = sandport(
+        &["check", "--cache-dir", path(&shared), path(&plugin("echo"))],
+        &cache,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("compile cache disabled"), "{}", r.stderr);
+    assert!(r.stderr.contains("writable by other users"), "{}", r.stderr);
+    assert_eq!(
+        files_under(&shared.join("compiled")),
+        0,
+        "nothing written there"
+    );
+}

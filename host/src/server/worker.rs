@@ -270,7 +270,6 @@ impl Worker {
             let res = self.pool.on_message(&conn.info, &mut conn.own, message);
             conn.consumed += used;
             conn.messages += 1;
-            self.shared.stats.messages.fetch_add(1, Relaxed);
             match res {
                 Ok(out) => {
                     if let Some(reply) = out.reply {
@@ -297,6 +296,9 @@ impl Worker {
     fn finish(&mut self, key: usize, reason: &'static str) {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        // Counted once per connection, not per message: a shared counter bumped by every worker
+        // on every message would bounce its cache line between the cores.
+        self.shared.stats.messages.fetch_add(conn.messages, Relaxed);
         for e in self
             .pool
             .on_disconnect(&conn.info, &mut conn.own, conn.connected)
