@@ -153,3 +153,34 @@ fn shutdown_timeout_bounds_wait_for_stuck_call() {
     );
     c.read_until_closed(Duration::from_secs(2));
 }
+
+/// A client whose close is still unread when the drain starts: the drain reads its EOF and
+/// closes it, and must not then touch the connection again (it once panicked the worker, losing
+/// every other connection on it).
+#[test]
+fn a_close_still_unread_when_the_drain_starts_is_handled_once() {
+    let mut server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--workers", "1", "--timeout-ms", "10000"])
+        .start();
+    let mut closer = server.connect();
+    closer.send_line("hello");
+    closer.expect_line("hello");
+    let mut busy = server.connect();
+    // The only worker is inside this call while the other client closes and the signal lands,
+    // so both wait for it and the drain is what finds the close.
+    busy.send_line("busy 700");
+    thread::sleep(Duration::from_millis(200));
+    drop(closer);
+    server.signal(libc::SIGINT);
+    busy.expect_line("done 700");
+    let status = server
+        .wait_exit(Duration::from_secs(6))
+        .expect("server exits after SIGINT");
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", server.logs.dump());
+    assert!(
+        server.log_lines_containing("panicked").is_empty(),
+        "{}",
+        server.logs.dump()
+    );
+}

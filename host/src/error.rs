@@ -22,7 +22,8 @@ pub enum Error {
     },
 
     /// Something failed while running, after a successful start.
-    #[error(transparent)]
+    // `:#` prints the whole chain: the context alone ("cannot set up the engine") hides why.
+    #[error("{0:#}")]
     Runtime(#[from] anyhow::Error),
 }
 
@@ -72,5 +73,23 @@ impl Error {
             Error::Config(_) | Error::Plugin { .. } | Error::Bind { .. } => 2,
             Error::Runtime(_) => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_error_names_its_cause_not_only_its_context() {
+        let e = Error::Runtime(
+            anyhow::anyhow!("mmap failed to reserve 0x100 bytes")
+                .context("cannot set up the WebAssembly engine"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot set up the WebAssembly engine: mmap failed to reserve 0x100 bytes"
+        );
+        assert_eq!(e.exit_code(), 1);
     }
 }

@@ -103,6 +103,26 @@ impl HostState {
         self.call_deadline = Instant::now() + budget;
     }
 
+    /// Makes the state of a dropped store ready for the next instance of the same plugin, so
+    /// `--isolation message` does not build a WASI context for every message; `None` when it
+    /// cannot be reused.
+    ///
+    /// Only a component's WASI 0.2 context qualifies: it holds configuration (what is granted,
+    /// the stdio sinks, clocks and random sources) and no guest-visible state, while the guest's
+    /// handles live in the resource table, which is replaced. A core module's preview 1 context
+    /// keeps a descriptor table the guest can change (closing stdout, say), which must not outlive
+    /// its instance.
+    pub fn recycle(mut self) -> Option<Self> {
+        self.flush_output();
+        match &mut self.wasi {
+            Wasi::P2 { table, .. } => *table = ResourceTable::new(),
+            Wasi::P1(_) => return None,
+        }
+        self.cap.hit = false;
+        self.conn.store(0, Ordering::Relaxed);
+        Some(self)
+    }
+
     /// Logs what the plugin printed without a final newline, so nothing is held across calls.
     pub fn flush_output(&mut self) {
         self.stdout.flush_partial();
@@ -395,5 +415,42 @@ impl tokio::io::AsyncWrite for LogStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(preview1: bool) -> HostState {
+        HostState::new(
+            "p".into(),
+            Arc::default(),
+            1 << 20,
+            preview1,
+            Arc::default(),
+        )
+    }
+
+    #[test]
+    fn a_components_state_is_recycled_clean() {
+        let mut s = state(false);
+        s.cap.hit = true;
+        s.begin_call(7, Duration::from_secs(1));
+        if let Wasi::P2 { table, .. } = &mut s.wasi {
+            table.push(5u32).expect("room in the table");
+        }
+        let s = s.recycle().expect("a WASI 0.2 state is reusable");
+        assert!(!s.cap.hit, "the next instance starts under its memory cap");
+        assert_eq!(s.conn.load(Ordering::Relaxed), 0);
+        match &s.wasi {
+            Wasi::P2 { table, .. } => assert!(table.is_empty(), "no handle outlives its instance"),
+            Wasi::P1(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_core_modules_state_is_never_recycled() {
+        assert!(state(true).recycle().is_none());
     }
 }

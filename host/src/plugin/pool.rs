@@ -135,6 +135,9 @@ pub struct WorkerPool {
     isolation: Isolation,
     /// Under `--isolation worker`, one long-lived instance per plugin.
     shared: Vec<Option<Instance>>,
+    /// Under `--isolation message`, each plugin's host state from its last instance, recycled
+    /// for the next one (see `HostState::recycle`).
+    spare: Vec<Option<HostState>>,
     /// The benchmarks' baseline: every hook answered in-process, no plugin called.
     native_echo: bool,
 }
@@ -142,10 +145,12 @@ pub struct WorkerPool {
 impl WorkerPool {
     pub fn new(plugins: Arc<Plugins>, isolation: Isolation) -> Self {
         let shared = plugins.chain.iter().map(|_| None).collect();
+        let spare = plugins.chain.iter().map(|_| None).collect();
         WorkerPool {
             plugins,
             isolation,
             shared,
+            spare,
             native_echo: false,
         }
     }
@@ -282,6 +287,7 @@ impl WorkerPool {
             plugins,
             isolation,
             shared,
+            spare,
             ..
         } = self;
         let plugin = &plugins.chain[i];
@@ -293,7 +299,7 @@ impl WorkerPool {
         };
         let slot = slot_of(shared, *isolation, i, own);
         if slot.is_none() {
-            let mut store = plugins.new_store(plugin);
+            let mut store = plugins.new_store(plugin, spare[i].take());
             store.data_mut().begin_call(conn, plugins.timeout);
             match plugin.instantiate(&mut store) {
                 Ok(handle) => *slot = Some(Instance { store, handle }),
@@ -311,7 +317,8 @@ impl WorkerPool {
         match res {
             Ok(r) => {
                 if fresh_each_call {
-                    *slot = None;
+                    let used = slot.take().expect("called above");
+                    spare[i] = used.store.into_data().recycle();
                 }
                 Ok(r)
             }

@@ -203,22 +203,26 @@ impl Plugins {
             cached: source == Source::Cache,
         };
         // One trial instance catches start-up traps and pool limits now, not at the first client.
-        let mut store = self.new_store(&plugin);
+        let mut store = self.new_store(&plugin, None);
         let res = plugin.instantiate(&mut store);
         store.data_mut().flush_output();
         res.map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
         Ok(plugin)
     }
 
-    /// A store for one instance of `plugin`, with its budgets set.
-    pub fn new_store(&self, plugin: &Plugin) -> Store<HostState> {
-        let state = HostState::new(
-            plugin.name.clone(),
-            plugin.config.clone(),
-            self.memory_limit,
-            matches!(plugin.kind, PluginKind::Core(_)),
-            self.cut_at.clone(),
-        );
+    /// A store for one instance of `plugin`, with its budgets set. `reuse` is the state of an
+    /// earlier store of the same plugin, made ready by [`HostState::recycle`]; without it a new
+    /// state is built.
+    pub fn new_store(&self, plugin: &Plugin, reuse: Option<HostState>) -> Store<HostState> {
+        let state = reuse.unwrap_or_else(|| {
+            HostState::new(
+                plugin.name.clone(),
+                plugin.config.clone(),
+                self.memory_limit,
+                matches!(plugin.kind, PluginKind::Core(_)),
+                self.cut_at.clone(),
+            )
+        });
         let mut store = Store::new(&self.engine, state);
         store.data_mut().begin_call(0, self.timeout);
         store.limiter(|s| &mut s.cap);

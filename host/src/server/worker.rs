@@ -119,9 +119,11 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.drive(key);
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.done_reading = true;
-            }
+            // The first drive may have closed it (its client's close was still unread).
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.done_reading = true;
             self.drive(key);
         }
     }

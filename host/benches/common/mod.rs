@@ -1,0 +1,117 @@
+//! What the call-path benchmarks share: the plugins they call (the example `echo.wasm` and a
+//! core-ABI echo written here), pools built the way a worker builds them, and the inputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sandport::cli::LoadArgs;
+use sandport::config::{ByteSize, Isolation};
+use sandport::plugin::bindings::Connection;
+use sandport::plugin::{Plugins, WorkerPool};
+use sandport::Config;
+
+/// A core-ABI echo (docs/core-abi.md): replies with the message buffer itself. Only one buffer
+/// is live at a time (the message, handed back as the reply, which the host frees after reading
+/// it), so freeing resets the bump allocator and a reused instance never runs out of memory.
+const CORE_ECHO: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "sandport_abi_version") (result i32) (i32.const 1))
+  (func (export "sandport_alloc") (param $size i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $p))
+  (func (export "sandport_free") (param i32 i32)
+    (global.set $heap (i32.const 1024)))
+  (func (export "sandport_on_message") (param $conn i64) (param $ptr i32) (param $len i32) (result i32)
+    (i32.store (i32.const 0) (i32.const 1))
+    (i32.store (i32.const 4) (local.get $ptr))
+    (i32.store (i32.const 8) (local.get $len))
+    (i32.const 0)))
+"#;
+
+pub fn echo_component() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/echo.wasm");
+    if !path.is_file() {
+        panic!(
+            "{} is missing: build the example plugins first with `cargo xtask plugins` \
+             (or bench/run.sh, which builds echo.wasm)",
+            path.display()
+        );
+    }
+    path
+}
+
+pub fn core_echo() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sandport-call-path-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary folder");
+    let path = dir.join("core_echo.wat");
+    std::fs::write(&path, CORE_ECHO).expect("write the core echo module");
+    path
+}
+
+/// The config `sandport call` would use for `plugin` alone, with the compile cache.
+fn config(plugin: &Path, isolation: Isolation) -> Config {
+    let load = LoadArgs {
+        plugins_dir: PathBuf::from("plugins"),
+        config: Vec::new(),
+        timeout_ms: 1000,
+        memory_limit: ByteSize(128 << 20),
+        cache_dir: None,
+        no_cache: false,
+    };
+    let mut cfg = load
+        .config_for_one(plugin)
+        .unwrap_or_else(|e| panic!("config for {}: {e}", plugin.display()));
+    cfg.isolation = isolation;
+    cfg
+}
+
+pub fn pool(plugin: &Path, isolation: Isolation, native: bool) -> WorkerPool {
+    let cfg = config(plugin, isolation);
+    let plugins = Arc::new(
+        Plugins::load(&cfg).unwrap_or_else(|e| panic!("loading {}: {e}", plugin.display())),
+    );
+    if native {
+        WorkerPool::native_echo(plugins)
+    } else {
+        WorkerPool::new(plugins, isolation)
+    }
+}
+
+pub fn conn() -> Connection {
+    Connection {
+        id: 1,
+        peer: "127.0.0.1:40000".into(),
+        local: "127.0.0.1:7000".into(),
+    }
+}
+
+pub fn message(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Every case the call-path benchmarks measure: a name and a message size.
+pub const CASES: &[(&str, usize)] = &[
+    ("component_reused", 64),
+    ("component_reused", 1024),
+    ("core_reused", 64),
+    ("core_reused", 1024),
+    ("component_fresh", 64),
+    ("core_fresh", 64),
+    ("native_echo", 64),
+];
+
+/// The pool case `name` calls: `component` is `echo.wasm`, `core` the core-ABI echo.
+pub fn case_pool(name: &str, component: &Path, core: &Path) -> Option<WorkerPool> {
+    Some(match name {
+        "component_reused" => pool(component, Isolation::Worker, false),
+        "core_reused" => pool(core, Isolation::Worker, false),
+        "component_fresh" => pool(component, Isolation::Message, false),
+        "core_fresh" => pool(core, Isolation::Message, false),
+        "native_echo" => pool(component, Isolation::Message, true),
+        _ => return None,
+    })
+}
