@@ -282,6 +282,12 @@ fn document(
          the same machine and checks every reply.\n",
         ctx.client_threads
     );
+    let _ = writeln!(
+        d,
+        "Where the time goes, for every missed target (instruction counts from \
+         `bench/profile.sh`, time profiles, and what was tried): \
+         [bench/PROFILES.md](bench/PROFILES.md).\n"
+    );
     let _ = writeln!(d, "| | |\n| --- | --- |");
     let _ = writeln!(
         d,
