@@ -109,7 +109,9 @@ impl HostState {
     ///
     /// Only a component's WASI 0.2 context qualifies: it holds configuration (what is granted,
     /// the stdio sinks, clocks and random sources) and no guest-visible state, while the guest's
-    /// handles live in the resource table, which is replaced. A core module's preview 1 context
+    /// handles live in the resource table, which is replaced. The one thing instances then share
+    /// is `wasi:random/insecure-seed`, which stays the same for a worker's fresh instances as it
+    /// does for its long-lived one under `--isolation worker`. A core module's preview 1 context
     /// keeps a descriptor table the guest can change (closing stdout, say), which must not outlive
     /// its instance.
     pub fn recycle(mut self) -> Option<Self> {
