@@ -4,18 +4,38 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// The first `plugin call failed` line.
-fn wait_call_failed(server: &Server, timeout: Duration) -> String {
-    server.wait_for_log("plugin call failed", timeout)
+/// A server running the test plugin `name` with the extra command-line `args`.
+fn start(name: &str, args: &[&str]) -> Server {
+    Server::builder()
+        .plugin(test_plugin(name))
+        .args(args)
+        .start()
 }
 
-/// A new client still gets its echo: the server (and its worker) survived.
-fn assert_still_serves(server: &Server) {
+/// A new client still gets `msg` echoed: the server (and its worker) survived.
+fn assert_still_serves(server: &Server, msg: &str) {
+    server.connect().roundtrip(msg, msg);
+}
+
+/// Sends `msg` on a new connection, expects it closed without a reply within `timeout`, and
+/// returns how long that took.
+fn expect_closed_after(server: &Server, msg: &str, timeout: Duration) -> Duration {
     let mut c = server.connect();
-    c.send_line("hi");
-    c.expect_line("hi");
+    let t = Instant::now();
+    c.send_line(msg);
+    c.expect_closed_without_reply(timeout);
+    t.elapsed()
 }
 
+/// Sends `msg`, expects `reply`, and checks the plugin really took at least `min` over it.
+fn expect_slow_reply(c: &mut Client, msg: &str, reply: &str, min: Duration) {
+    let t = Instant::now();
+    c.roundtrip(msg, reply);
+    let elapsed = t.elapsed();
+    assert!(elapsed >= min, "{msg} returned in {elapsed:?}");
+}
+
+/// Checks a `plugin call failed` line names one of `any_of` (lowercase) as its cause.
 fn assert_cause(line: &str, any_of: &[&str]) {
     let lower = line.to_lowercase();
     assert!(
@@ -24,17 +44,34 @@ fn assert_cause(line: &str, any_of: &[&str]) {
     );
 }
 
+/// Waits for the first `plugin call failed` line and checks it names one of `any_of`.
+fn expect_call_failed(server: &Server, any_of: &[&str]) -> String {
+    let line = server.wait_for_log("plugin call failed", LOG_TIMEOUT);
+    assert_cause(&line, any_of);
+    line
+}
+
+/// Waits for at least `n` `plugin call failed` lines; `None` if they do not all come in time.
+fn call_failed_lines(server: &Server, n: usize) -> Option<Vec<String>> {
+    eventually(LOG_TIMEOUT, || {
+        let v = server.log_lines_containing("plugin call failed");
+        (v.len() >= n).then_some(v)
+    })
+}
+
+/// Checks a `plugin call failed` line blames the on-message hook.
+fn assert_hook_on_message(line: &str) {
+    assert_eq!(
+        log_field(line, "hook").as_deref(),
+        Some("on-message"),
+        "{line}"
+    );
+}
+
 #[test]
 fn spin_is_interrupted_by_timeout_and_server_keeps_serving() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "200"])
-        .start();
-    let mut c = server.connect();
-    let t = Instant::now();
-    c.send_line("spin");
-    c.expect_closed_without_reply(Duration::from_secs(5));
-    let elapsed = t.elapsed();
+    let server = start("spin", &["--timeout-ms", "200"]);
+    let elapsed = expect_closed_after(&server, "spin", Duration::from_secs(5));
     assert!(
         elapsed < Duration::from_millis(1500),
         "a 200ms deadline took {elapsed:?} to close the connection"
@@ -43,31 +80,23 @@ fn spin_is_interrupted_by_timeout_and_server_keeps_serving() {
         elapsed >= Duration::from_millis(100),
         "closed after only {elapsed:?}: was the deadline really applied?"
     );
-    let line = wait_call_failed(&server, LOG_TIMEOUT);
-    assert_cause(&line, &["deadline", "timeout", "timed out", "interrupt"]);
-    assert_eq!(
-        log_field(&line, "hook").as_deref(),
-        Some("on-message"),
-        "{line}"
-    );
+    let line = expect_call_failed(&server, &["deadline", "timeout", "timed out", "interrupt"]);
+    assert_hook_on_message(&line);
 
     // The same plugin serves the next client normally.
-    assert_still_serves(&server);
+    assert_still_serves(&server, "hi");
 }
 
 #[test]
 fn spin_does_not_block_other_workers() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "3000", "--workers", "2"])
-        .start();
+    let server = start("spin", &["--timeout-ms", "3000", "--workers", "2"]);
     // Open both before spinning, so they are spread over the workers whatever the policy;
     // at least one of several clients must be on the other worker.
     let mut spinner = server.connect();
     let mut others: Vec<Client> = (0..4).map(|_| server.connect()).collect();
     for (i, o) in others.iter_mut().enumerate() {
-        o.send_line(&format!("warm {i}"));
-        o.expect_line(&format!("warm {i}"));
+        let warm = format!("warm {i}");
+        o.roundtrip(&warm, &warm);
     }
     spinner.send_line("spin");
     std::thread::sleep(Duration::from_millis(100));
@@ -102,88 +131,48 @@ fn spin_does_not_block_other_workers() {
 
 #[test]
 fn busy_under_the_deadline_completes() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "1000"])
-        .start();
+    let server = start("spin", &["--timeout-ms", "1000"]);
     let mut c = server.connect();
-    let t = Instant::now();
-    c.send_line("busy 50");
-    c.expect_line("done 50");
-    assert!(
-        t.elapsed() >= Duration::from_millis(50),
-        "busy 50 returned in {:?}",
-        t.elapsed()
-    );
-    c.send_line("after");
-    c.expect_line("after");
+    expect_slow_reply(&mut c, "busy 50", "done 50", Duration::from_millis(50));
+    c.roundtrip("after", "after");
 }
 
 #[test]
 fn busy_over_the_deadline_is_interrupted() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "200"])
-        .start();
-    let mut c = server.connect();
-    let t = Instant::now();
-    c.send_line("busy 3000");
-    c.expect_closed_without_reply(Duration::from_secs(5));
+    let server = start("spin", &["--timeout-ms", "200"]);
+    let elapsed = expect_closed_after(&server, "busy 3000", Duration::from_secs(5));
     assert!(
-        t.elapsed() < Duration::from_millis(1500),
-        "a call busy in host clock calls was not interrupted in time: {:?}",
-        t.elapsed()
+        elapsed < Duration::from_millis(1500),
+        "a call busy in host clock calls was not interrupted in time: {elapsed:?}"
     );
-    let line = wait_call_failed(&server, LOG_TIMEOUT);
-    assert_cause(&line, &["deadline", "timeout", "timed out", "interrupt"]);
+    expect_call_failed(&server, &["deadline", "timeout", "timed out", "interrupt"]);
 }
 
 #[test]
 fn sleep_under_the_deadline_completes() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "1000"])
-        .start();
+    let server = start("spin", &["--timeout-ms", "1000"]);
     let mut c = server.connect();
-    let t = Instant::now();
-    c.send_line("sleep 50");
-    c.expect_line("slept 50");
-    assert!(
-        t.elapsed() >= Duration::from_millis(50),
-        "sleep 50 returned in {:?}",
-        t.elapsed()
-    );
+    expect_slow_reply(&mut c, "sleep 50", "slept 50", Duration::from_millis(50));
 }
 
 /// Regression: the epoch deadline only interrupts running Wasm code, so a guest sleeping in a
 /// WASI host call held its worker for as long as it asked, whatever --timeout-ms said.
 #[test]
 fn sleep_past_the_deadline_is_cut_at_the_deadline() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "200", "--workers", "1"])
-        .start();
-    let mut c = server.connect();
-    let t = Instant::now();
-    c.send_line("sleep 30000");
-    c.expect_closed_without_reply(Duration::from_secs(5));
-    let elapsed = t.elapsed();
+    let server = start("spin", &["--timeout-ms", "200", "--workers", "1"]);
+    let elapsed = expect_closed_after(&server, "sleep 30000", Duration::from_secs(5));
     assert!(
         elapsed < Duration::from_millis(1500),
         "a 30s sleep under a 200ms deadline held the connection for {elapsed:?}"
     );
-    let line = wait_call_failed(&server, LOG_TIMEOUT);
-    assert_cause(&line, &["deadline"]);
+    expect_call_failed(&server, &["deadline"]);
     // The only worker is free again.
-    assert_still_serves(&server);
+    assert_still_serves(&server, "hi");
 }
 
 #[test]
 fn spin_with_on_error_drop_keeps_connection() {
-    let server = Server::builder()
-        .plugin(test_plugin("spin"))
-        .args(["--timeout-ms", "200", "--on-error", "drop"])
-        .start();
+    let server = start("spin", &["--timeout-ms", "200", "--on-error", "drop"]);
     let mut c = server.connect();
     c.send(b"spin\nafter spin\n");
     c.expect_line("after spin");
@@ -191,53 +180,36 @@ fn spin_with_on_error_drop_keeps_connection() {
 
 #[test]
 fn membomb_hits_memory_limit_and_server_survives() {
-    let server = Server::builder()
-        .plugin(test_plugin("membomb"))
-        .args(["--memory-limit", "16MiB", "--timeout-ms", "10000"])
-        .start();
+    let server = start(
+        "membomb",
+        &["--memory-limit", "16MiB", "--timeout-ms", "10000"],
+    );
     let baseline = server.rss_kib();
     let sampler = server.rss_sampler();
-    let mut c = server.connect();
-    c.send_line("bomb");
-    c.expect_closed_without_reply(Duration::from_secs(10));
-    let line = wait_call_failed(&server, LOG_TIMEOUT);
+    expect_closed_after(&server, "bomb", Duration::from_secs(10));
+    expect_call_failed(&server, &["memory"]);
     let max_rss = sampler.finish();
-    assert_cause(&line, &["memory"]);
     assert!(
         max_rss < 200 * 1024,
         "server RSS reached {max_rss} KiB (baseline {baseline} KiB) with a 16MiB memory limit"
     );
-    let mut d = server.connect();
-    d.send_line("small");
-    d.expect_line("small");
+    assert_still_serves(&server, "small");
 }
 
 #[test]
 fn recurse_overflows_stack_and_server_survives() {
-    let server = Server::builder()
-        .plugin(test_plugin("recurse"))
-        .args(["--timeout-ms", "10000"])
-        .start();
-    let mut c = server.connect();
-    c.send_line("recurse");
-    c.expect_closed_without_reply(Duration::from_secs(10));
-    let line = wait_call_failed(&server, LOG_TIMEOUT);
-    assert_cause(&line, &["stack"]);
-    let mut d = server.connect();
-    d.send_line("fine");
-    d.expect_line("fine");
+    let server = start("recurse", &["--timeout-ms", "10000"]);
+    expect_closed_after(&server, "recurse", Duration::from_secs(10));
+    expect_call_failed(&server, &["stack"]);
+    assert_still_serves(&server, "fine");
     // Twice, to be sure the thread's stack is fine after an overflow.
-    let mut e = server.connect();
-    e.send_line("recurse");
-    e.expect_closed_without_reply(Duration::from_secs(10));
-    let mut f = server.connect();
-    f.send_line("fine again");
-    f.expect_line("fine again");
+    expect_closed_after(&server, "recurse", Duration::from_secs(10));
+    assert_still_serves(&server, "fine again");
 }
 
 #[test]
 fn trap_closes_every_connection_but_on_connect_keeps_working() {
-    let server = Server::builder().plugin(test_plugin("trap")).start();
+    let server = start("trap", &[]);
     for round in 0..3 {
         let mut c = server.connect();
         // on-connect is fine: the connection is not closed right away.
@@ -245,39 +217,25 @@ fn trap_closes_every_connection_but_on_connect_keeps_working() {
         c.send_line(&format!("message {round}"));
         c.expect_closed_without_reply(Duration::from_secs(3));
     }
-    let failures = eventually(LOG_TIMEOUT, || {
-        let v = server.log_lines_containing("plugin call failed");
-        (v.len() >= 3).then_some(v)
-    })
-    .unwrap_or_else(|| {
+    let failures = call_failed_lines(&server, 3).unwrap_or_else(|| {
         panic!(
             "expected 3 `plugin call failed` lines:\n{}",
             server.logs.dump()
         )
     });
     for line in &failures {
-        assert_eq!(
-            log_field(line, "hook").as_deref(),
-            Some("on-message"),
-            "{line}"
-        );
+        assert_hook_on_message(line);
         assert_cause(line, &["unreachable", "panic", "trap"]);
     }
 }
 
 #[test]
 fn trap_with_on_error_drop_drops_each_message() {
-    let server = Server::builder()
-        .plugin(test_plugin("trap"))
-        .args(["--on-error", "drop"])
-        .start();
+    let server = start("trap", &["--on-error", "drop"]);
     let mut c = server.connect();
     c.send(b"one\ntwo\nthree\n");
     c.expect_silence(Duration::from_millis(500));
-    let n = eventually(LOG_TIMEOUT, || {
-        let n = server.log_lines_containing("plugin call failed").len();
-        (n >= 3).then_some(n)
-    });
+    let n = call_failed_lines(&server, 3).map(|v| v.len());
     assert_eq!(n, Some(3), "{}", server.logs.dump());
 }
 

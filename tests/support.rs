@@ -838,6 +838,12 @@ impl Client {
         }
     }
 
+    /// Sends `line` and expects exactly `expected` back within [`REPLY_TIMEOUT`].
+    pub fn roundtrip(&mut self, line: &str, expected: &str) {
+        self.send_line(line);
+        self.expect_line(expected);
+    }
+
     /// Receives a line, panicking on timeout/close.
     pub fn line(&mut self) -> String {
         self.recv_line(REPLY_TIMEOUT)
