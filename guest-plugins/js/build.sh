@@ -22,30 +22,16 @@ PLUGINS=(upper router)
 # at build time.
 DISABLED_FEATURES=(http fetch-event)
 
-fail() { echo "js: error: $*" >&2; exit 1; }
-
-out="${1:?usage: build.sh OUT_DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tools="${SANDPORT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sandport/tools}"
-wit="${SANDPORT_WIT:-$here/../../wit}"
-mkdir -p "$out" "$tools"
-out="$(cd "$out" && pwd)"
-tools="$(cd "$tools" && pwd)"
-[ -f "$wit/handler.wit" ] || fail "no handler.wit in $wit (set SANDPORT_WIT)"
-wit="$(cd "$wit" && pwd)"
+source "$here/../lib.sh"
+sp_start js "$@"
+sp_wit
 
 grep -q "\"@bytecodealliance/componentize-js\": \"$COMPONENTIZE_JS_VERSION\"" "$here/package.json" \
     || fail "package.json does not pin @bytecodealliance/componentize-js $COMPONENTIZE_JS_VERSION"
 
 # --- Node.js ---------------------------------------------------------------------------------
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "js: installing Node.js and npm (Debian packages nodejs, npm)"
-    sudo=""
-    if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-    $sudo apt-get install -y --no-install-recommends nodejs npm >/dev/null \
-        || { $sudo apt-get update -qq && $sudo apt-get install -y --no-install-recommends nodejs npm >/dev/null; } \
-        || fail "cannot install nodejs/npm with apt-get"
-fi
+sp_need_node
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 18 ] || fail "node $(node --version) is too old: componentize-js needs Node.js >= 18"
 
@@ -55,7 +41,7 @@ prefix="$tools/componentize-js-$COMPONENTIZE_JS_VERSION-$lock_sum"
 cjs="$prefix/node_modules/@bytecodealliance/componentize-js/src/cli.js"
 # The stamp is written last, so an interrupted install is redone from scratch.
 if [ ! -f "$prefix/.installed" ]; then
-    echo "js: installing componentize-js $COMPONENTIZE_JS_VERSION (npm ci, package-lock.json) into $prefix"
+    say "installing componentize-js $COMPONENTIZE_JS_VERSION (npm ci, package-lock.json) into $prefix"
     rm -rf "$prefix"
     mkdir -p "$prefix"
     cp "$here/package.json" "$here/package-lock.json" "$prefix/"
@@ -66,7 +52,7 @@ fi
 installed="$(node -p "require('$prefix/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null || true)"
 [ "$installed" = "$COMPONENTIZE_JS_VERSION" ] \
     || fail "found componentize-js '$installed' in $prefix, expected $COMPONENTIZE_JS_VERSION (delete it to reinstall)"
-echo "js: using componentize-js $installed from $prefix (node $(node --version))"
+say "using componentize-js $installed from $prefix (node $(node --version))"
 
 # Temporary files of the build tools (componentize-js leaves its work folder behind when
 # a build fails) go to a folder of our own, removed on exit.
@@ -80,7 +66,7 @@ for plugin in "${PLUGINS[@]}"; do
     src="$here/$plugin/$plugin.js"
     [ -f "$src" ] || fail "no $src"
     dest="$out/$plugin-js.wasm"
-    echo "js: building $plugin -> $dest"
+    say "building $plugin -> $dest"
     # Into a temporary file first, then renamed: a host loading the plugin meanwhile sees the
     # old file or the new one, never half of one.
     partial="$out/.$plugin-js.wasm.partial"
@@ -90,6 +76,6 @@ for plugin in "${PLUGINS[@]}"; do
         || { rm -f "$partial"; fail "componentize-js failed for $plugin"; }
     [ -s "$partial" ] || fail "componentize-js wrote no component for $plugin"
     mv -f "$partial" "$dest"
-    echo "js: built $plugin-js.wasm ($(($(stat -c %s "$dest") / 1024)) KiB)"
+    say "built $plugin-js.wasm ($(($(stat -c %s "$dest") / 1024)) KiB)"
 done
-echo "js: done"
+say "done"

@@ -14,18 +14,11 @@ set -euo pipefail
 COMPONENTIZE_PY_VERSION="0.25.1"
 PLUGINS=(upper kv)
 
-fail() { echo "python: error: $*" >&2; exit 1; }
-
-out="${1:?usage: build.sh OUT_DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tools="${SANDPORT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sandport/tools}"
-wit="${SANDPORT_WIT:-$here/../../wit}"
+source "$here/../lib.sh"
+sp_start python "$@"
+sp_wit
 python="${PYTHON:-python3}"
-mkdir -p "$out" "$tools"
-out="$(cd "$out" && pwd)"
-tools="$(cd "$tools" && pwd)"
-[ -f "$wit/handler.wit" ] || fail "no handler.wit in $wit (set SANDPORT_WIT)"
-wit="$(cd "$wit" && pwd)"
 
 # --- toolchain: a virtualenv holding componentize-py, made once ---------------------------------
 venv="$tools/componentize-py-$COMPONENTIZE_PY_VERSION"
@@ -37,19 +30,11 @@ if [ ! -f "$venv/.installed" ]; then
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
         || fail "$python is $("$python" --version 2>&1); componentize-py needs Python >= 3.9"
     if ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
-        echo "python: installing python3-venv (Debian package)"
-        sudo=""
-        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-        $sudo apt-get install -y --no-install-recommends python3-venv >/dev/null \
-            || { $sudo apt-get update -qq && $sudo apt-get install -y --no-install-recommends python3-venv >/dev/null; } \
-            || fail "cannot install python3-venv with apt-get"
+        say "installing python3-venv (Debian package)"
+        sp_apt_install python3-venv
     fi
-    echo "python: installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI) into $venv"
-    rm -rf "$venv"
-    "$python" -m venv "$venv" || fail "cannot create a virtualenv with $python"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
-        "componentize-py==$COMPONENTIZE_PY_VERSION" \
-        || fail "pip install componentize-py==$COMPONENTIZE_PY_VERSION failed"
+    say "installing componentize-py $COMPONENTIZE_PY_VERSION (PyPI) into $venv"
+    PYTHON="$python" sp_venv "$venv" --only-binary=:all: "componentize-py==$COMPONENTIZE_PY_VERSION"
     touch "$venv/.installed"
 fi
 version="$("$cpy" --version 2>/dev/null || true)"
@@ -57,7 +42,7 @@ case "$version" in
     *"$COMPONENTIZE_PY_VERSION"*) ;;
     *) fail "$cpy reports '$version', expected $COMPONENTIZE_PY_VERSION (delete $venv to reinstall)" ;;
 esac
-echo "python: using $version from $venv"
+say "using $version from $venv"
 
 # Temporary files of componentize-py, and the copies of the sources it builds from, go to a
 # folder of our own, removed on exit.
@@ -74,7 +59,7 @@ for plugin in "${PLUGINS[@]}"; do
     src="$here/$plugin"
     [ -f "$src/app.py" ] || fail "no $src/app.py"
     dest="$out/$plugin-python.wasm"
-    echo "python: building $plugin -> $dest"
+    say "building $plugin -> $dest"
     rm -rf "$work/$plugin"
     mkdir -p "$work/$plugin"
     cp "$src"/*.py "$work/$plugin/"
@@ -84,6 +69,6 @@ for plugin in "${PLUGINS[@]}"; do
     (cd "$work/$plugin" && "$cpy" --quiet -d "$wit" -w handler componentize app -o "$partial") \
         || { rm -f "$partial"; fail "componentize-py failed for $plugin"; }
     mv -f "$partial" "$dest"
-    echo "python: built $plugin-python.wasm ($(($(stat -c %s "$dest") / 1024)) KiB)"
+    say "built $plugin-python.wasm ($(($(stat -c %s "$dest") / 1024)) KiB)"
 done
-echo "python: done"
+say "done"

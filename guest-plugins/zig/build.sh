@@ -10,39 +10,33 @@ set -euo pipefail
 
 ZIG_VERSION="0.15.2"
 
-out="${1:?usage: build.sh OUT_DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# The toolchain cache; the same default as `cargo xtask plugins`.
-tools="${SANDPORT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sandport/tools}"
+source "$here/../lib.sh"
+sp_start zig "$@"
 venv="$tools/zig-$ZIG_VERSION"
-mkdir -p "$out" "$tools"
-out="$(cd "$out" && pwd)"
 
 zig() { "$venv/bin/python" -m ziglang "$@"; }
 
 if [ "$(zig version 2>/dev/null || true)" != "$ZIG_VERSION" ]; then
-    echo "zig: installing Zig $ZIG_VERSION (PyPI ziglang==$ZIG_VERSION) into $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" || { echo "zig: error: python3 -m venv failed" >&2; exit 1; }
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIG_VERSION" \
-        || { echo "zig: error: pip install ziglang==$ZIG_VERSION failed" >&2; exit 1; }
+    say "installing Zig $ZIG_VERSION (PyPI ziglang==$ZIG_VERSION) into $venv"
+    sp_venv "$venv" "ziglang==$ZIG_VERSION"
     [ "$(zig version)" = "$ZIG_VERSION" ] \
-        || { echo "zig: error: installed zig reports $(zig version), expected $ZIG_VERSION" >&2; exit 1; }
+        || fail "installed zig reports $(zig version), expected $ZIG_VERSION"
 fi
-echo "zig: using Zig $(zig version) from $venv"
+say "using Zig $(zig version) from $venv"
 
 # Zig's caches go to the tools folder, not into the source tree.
 export ZIG_GLOBAL_CACHE_DIR="$tools/cache/zig-$ZIG_VERSION/global"
 export ZIG_LOCAL_CACHE_DIR="$tools/cache/zig-$ZIG_VERSION/local"
 
 for plugin in upper; do
-    echo "zig: building $plugin -> $out/$plugin-zig.wasm"
+    say "building $plugin -> $out/$plugin-zig.wasm"
     # wasm32-freestanding: no WASI needed. -fno-entry: a library-like module without `_start`;
     # -rdynamic: every `export fn` becomes a Wasm export. ReleaseSafe keeps the safety checks
     # (a failed one traps), -fstrip drops the debug sections.
     (cd "$here/$plugin" && zig build-exe "$plugin.zig" \
         -target wasm32-freestanding -fno-entry -rdynamic -O ReleaseSafe -fstrip \
         -femit-bin="$out/$plugin-zig.wasm") \
-        || { echo "zig: error: building $plugin failed" >&2; exit 1; }
+        || fail "building $plugin failed"
 done
-echo "zig: done"
+say "done"
