@@ -10,7 +10,7 @@ use std::hint::black_box;
 use sandport::plugin::ConnInstances;
 
 mod common;
-use common::{case_pool, conn, core_echo, echo_component, message, CASES};
+use common::{case_pool, conn, core_echo, echo_component, message, Case, CASES};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,7 +43,7 @@ fn main() {
 /// The measured loop, kept out of line so callgrind's `--toggle-collect` can pick it out.
 #[inline(never)]
 fn run(
-    pool: &mut sandport::plugin::WorkerPool,
+    pool: &mut Case,
     conn: &sandport::plugin::bindings::Connection,
     own: &mut ConnInstances,
     msg: &[u8],

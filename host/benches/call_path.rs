@@ -10,13 +10,13 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use sandport::plugin::{ConnInstances, WorkerPool};
+use sandport::plugin::ConnInstances;
 
 mod common;
-use common::{case_pool, conn, core_echo, echo_component, message, CASES};
+use common::{case_pool, conn, core_echo, echo_component, message, Case, CASES};
 
 /// Benchmarks `pool.on_message` with a `size`-byte message, after checking it echoes.
-fn bench_case(c: &mut Criterion, name: &str, size: usize, mut pool: WorkerPool) {
+fn bench_case(c: &mut Criterion, name: &str, size: usize, mut pool: Case) {
     let conn = conn();
     let mut own = ConnInstances::default();
     let msg = message(size);

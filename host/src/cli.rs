@@ -1,4 +1,4 @@
-//! The command line as typed (clap), and its check into a validated [`Config`].
+//! The command line as typed (clap), translated into a [`Config`]; checking it is the config's.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,58 +150,24 @@ pub enum LogFormat {
     Json,
 }
 
-/// The most linear memory a 32-bit Wasm instance can address.
-const MAX_MEMORY_LIMIT: u64 = 4 << 30;
-/// Keeps frame lengths representable in the 4-byte length prefix and buffers allocatable.
-const MAX_MESSAGE_LIMIT: u64 = u32::MAX as u64;
-
 impl ServeArgs {
-    /// Checks every value and resolves the plugin files, so the server never sees a bad one.
+    /// The flags as a [`Config`], with the plugin files found; `Server::new` validates it.
     pub fn into_config(self) -> Result<Config, Error> {
-        let workers = match self.workers {
-            Some(0) => return Err(Error::config("--workers must be at least 1")),
-            Some(n) if n > 1024 => {
-                return Err(Error::config(format!(
-                    "--workers {n} is more than the 1024 allowed"
-                )))
-            }
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if self.max_connections == 0 {
-            return Err(Error::config("--max-connections must be at least 1"));
-        }
-        if self.max_connections > 1_000_000 {
-            return Err(Error::config(format!(
-                "--max-connections {} is more than the 1000000 allowed",
-                self.max_connections
-            )));
-        }
-        let max_message_bytes = in_range(
-            "--max-message-bytes",
-            self.max_message_bytes,
-            1,
-            MAX_MESSAGE_LIMIT,
-        )?;
-        let max_output_bytes = in_range(
-            "--max-output-bytes",
-            self.max_output_bytes,
-            1,
-            MAX_MESSAGE_LIMIT,
-        )?;
         let plugins = resolve_plugins(&self.plugins, &self.load.plugins_dir)?;
-        let mut cfg = self.load.into_config(plugins)?;
-        cfg.listen = self.listen;
-        cfg.workers = workers;
-        cfg.max_connections = self.max_connections;
-        cfg.isolation = self.isolation;
-        cfg.framing = self.framing;
-        cfg.max_message_bytes = max_message_bytes;
-        cfg.max_output_bytes = max_output_bytes;
-        cfg.on_error = self.on_error;
-        cfg.shutdown_timeout = Duration::from_millis(self.shutdown_timeout_ms);
-        cfg.native_echo = self.bench_native_echo;
-        Ok(cfg)
+        let defaults = Config::default();
+        Ok(Config {
+            listen: self.listen,
+            workers: self.workers.unwrap_or(defaults.workers),
+            max_connections: self.max_connections,
+            isolation: self.isolation,
+            framing: self.framing,
+            max_message_bytes: size(self.max_message_bytes),
+            max_output_bytes: size(self.max_output_bytes),
+            on_error: self.on_error,
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            native_echo: self.bench_native_echo,
+            ..self.load.into_config(plugins)
+        })
     }
 }
 
@@ -209,79 +175,37 @@ impl LoadArgs {
     /// A config for running `plugin` alone, in-process (the `check` and `call` tools).
     pub fn config_for_one(self, plugin: &Path) -> Result<Config, Error> {
         let plugins = resolve_plugins(&[plugin.to_path_buf()], &self.plugins_dir)?;
-        self.into_config(plugins)
+        Ok(self.into_config(plugins))
     }
 
-    /// The plugin settings and budgets checked; the server's own fields get their defaults.
-    fn into_config(self, plugins: Vec<PathBuf>) -> Result<Config, Error> {
-        let memory_limit = in_range(
-            "--memory-limit",
-            self.memory_limit,
-            64 << 10,
-            MAX_MEMORY_LIMIT,
-        )?;
-        if self.timeout_ms == 0 {
-            return Err(Error::config("--timeout-ms must be at least 1"));
-        }
-        let names: Vec<String> = plugins.iter().map(|p| crate::plugin::name_of(p)).collect();
+    /// The plugin settings and budgets; the server's own fields keep their defaults.
+    fn into_config(self, plugins: Vec<PathBuf>) -> Config {
         let mut plugin_config: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         for setting in self.config {
-            if !names.contains(&setting.plugin) {
-                return Err(Error::config(format!(
-                    "--config {}.{}: no plugin named `{}` is loaded (loaded: {})",
-                    setting.plugin,
-                    setting.key,
-                    setting.plugin,
-                    names.join(", ")
-                )));
-            }
             plugin_config
                 .entry(setting.plugin)
                 .or_default()
                 .insert(setting.key, setting.value);
         }
-        let cache_dir = if self.no_cache {
-            None
-        } else {
-            self.cache_dir.or_else(default_cache_dir)
-        };
-        Ok(Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        Config {
             plugins,
             plugin_config,
-            workers: 1,
-            max_connections: 1,
-            isolation: Isolation::Message,
-            framing: Framing::Line,
-            max_message_bytes: 1 << 20,
-            max_output_bytes: 1 << 20,
             timeout: Duration::from_millis(self.timeout_ms),
-            memory_limit,
-            on_error: OnError::Close,
-            shutdown_timeout: Duration::from_secs(5),
-            cache_dir,
-            native_echo: false,
-        })
+            memory_limit: size(self.memory_limit),
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.or_else(crate::plugin::cache::default_dir)
+            },
+            ..Config::default()
+        }
     }
 }
 
-/// `$XDG_CACHE_HOME/sandport`, else `~/.cache/sandport`; none without a home.
-fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("sandport"))
-}
-
-fn in_range(flag: &str, value: ByteSize, min: u64, max: u64) -> Result<usize, Error> {
-    if value.0 < min || value.0 > max {
-        return Err(Error::config(format!(
-            "{flag} {} is out of range: it must be between {min} and {max} bytes",
-            value.0
-        )));
-    }
-    Ok(value.0 as usize)
+/// A size flag as a byte count; one too large for this machine saturates, and the config's
+/// validation then says it is out of range.
+fn size(value: ByteSize) -> usize {
+    usize::try_from(value.0).unwrap_or(usize::MAX)
 }
 
 /// Turns `--plugin` values into existing files: a path that exists is used as is; a bare name
@@ -346,7 +270,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("sandport").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.serve.into_config().map_err(|e| e.to_string())
+        let cfg = cli.serve.into_config().map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
     }
 
     fn temp_plugins(names: &[&str]) -> PathBuf {

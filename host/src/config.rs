@@ -1,4 +1,5 @@
-//! The validated server configuration, and the small value types its flags are made of.
+//! The server's configuration as a plain value with defaults and one `validate()`, and the small
+//! value types its fields are made of. The CLI only translates flags into it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,16 +8,19 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Everything the server needs to run, already checked: every value here is usable as is.
+use crate::error::Error;
+
+/// Everything the server needs to run. Build it with struct update syntax from
+/// [`Config::default`]; [`crate::Server::new`] calls [`Config::validate`] before using it.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where to accept clients; port 0 lets the OS pick.
+    /// Where to accept clients (`--listen`); port 0 lets the OS pick.
     pub listen: SocketAddr,
-    /// The plugin files of the chain, in call order, already resolved to existing paths.
+    /// The plugin files of the chain, in call order (`--plugin`, or the plugins folder).
     pub plugins: Vec<PathBuf>,
-    /// Per-plugin settings read by the `config-get` import, keyed by plugin name.
+    /// Per-plugin settings read by the `config-get` import, keyed by plugin name (`--config`).
     pub plugin_config: BTreeMap<String, BTreeMap<String, String>>,
-    /// Event-loop threads; each owns its connections and its plugin instances.
+    /// Event-loop threads; each owns its connections and its plugin instances (`--workers`).
     pub workers: usize,
     /// Open connections allowed at once; the next client is closed right after accept.
     pub max_connections: usize,
@@ -28,19 +32,125 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Unsent reply bytes per connection above which the host stops reading from it.
     pub max_output_bytes: usize,
-    /// Wall-clock budget of one plugin call.
+    /// Wall-clock budget of one plugin call (`--timeout-ms`).
     pub timeout: Duration,
     /// Linear memory an instance may grow to.
     pub memory_limit: usize,
     /// What a failed plugin call does to its connection.
     pub on_error: OnError,
-    /// How long shutdown waits for in-flight messages and unsent replies.
+    /// How long shutdown waits for in-flight messages and unsent replies, from the signal.
     pub shutdown_timeout: Duration,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
     /// Benchmarks only: answer every message with itself, in-process, without calling any
     /// plugin, to measure what the sandbox costs against the same server.
     pub native_echo: bool,
+}
+
+/// The most linear memory a 32-bit Wasm instance can address.
+const MAX_MEMORY_LIMIT: usize = 4 << 30;
+/// The least memory limit: one Wasm page.
+const MIN_MEMORY_LIMIT: usize = 64 << 10;
+/// Keeps frame lengths representable in the 4-byte length prefix and buffers allocatable.
+const MAX_MESSAGE_LIMIT: usize = u32::MAX as usize;
+const MAX_WORKERS: usize = 1024;
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+impl Default for Config {
+    /// The documented defaults of the command line, with no plugin.
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            plugins: Vec::new(),
+            plugin_config: BTreeMap::new(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 10_000,
+            isolation: Isolation::Message,
+            framing: Framing::Line,
+            max_message_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            timeout: Duration::from_secs(1),
+            memory_limit: 128 << 20,
+            on_error: OnError::Close,
+            shutdown_timeout: Duration::from_secs(5),
+            cache_dir: crate::plugin::cache::default_dir(),
+            native_echo: false,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every value, so the server never meets one it cannot use. The messages name the
+    /// command-line flag that sets each field.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.plugins.is_empty() {
+            return Err(Error::config("no plugin to run"));
+        }
+        at_least("--workers", self.workers, 1)?;
+        at_most("--workers", self.workers, MAX_WORKERS)?;
+        at_least("--max-connections", self.max_connections, 1)?;
+        at_most("--max-connections", self.max_connections, MAX_CONNECTIONS)?;
+        let ms = self.timeout.as_millis().min(usize::MAX as u128) as usize;
+        at_least("--timeout-ms", ms, 1)?;
+        in_range(
+            "--max-message-bytes",
+            self.max_message_bytes,
+            1,
+            MAX_MESSAGE_LIMIT,
+        )?;
+        in_range(
+            "--max-output-bytes",
+            self.max_output_bytes,
+            1,
+            MAX_MESSAGE_LIMIT,
+        )?;
+        in_range(
+            "--memory-limit",
+            self.memory_limit,
+            MIN_MEMORY_LIMIT,
+            MAX_MEMORY_LIMIT,
+        )?;
+        let names: Vec<String> = self
+            .plugins
+            .iter()
+            .map(|p| crate::plugin::name_of(p))
+            .collect();
+        for (plugin, settings) in &self.plugin_config {
+            if !names.contains(plugin) {
+                let key = settings.keys().next().map_or("", String::as_str);
+                return Err(Error::config(format!(
+                    "--config {plugin}.{key}: no plugin named `{plugin}` is loaded (loaded: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn at_least(flag: &str, value: usize, min: usize) -> Result<(), Error> {
+    if value < min {
+        return Err(Error::config(format!("{flag} must be at least {min}")));
+    }
+    Ok(())
+}
+
+fn at_most(flag: &str, value: usize, max: usize) -> Result<(), Error> {
+    if value > max {
+        return Err(Error::config(format!(
+            "{flag} {value} is more than the {max} allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn in_range(flag: &str, value: usize, min: usize, max: usize) -> Result<(), Error> {
+    if value < min || value > max {
+        return Err(Error::config(format!(
+            "{flag} {value} is out of range: it must be between {min} and {max} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// What gets a fresh plugin instance, trading isolation for speed.

@@ -15,15 +15,18 @@ pub enum Error {
     Plugin { path: PathBuf, kind: PluginError },
 
     /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
 
-    /// Something failed while running, after a successful start.
-    // `:#` prints the whole chain: the context alone ("cannot set up the engine") hides why.
-    #[error("{0:#}")]
+    /// A worker thread panicked: its connections were lost and the server stopped.
+    #[error("{0} worker thread(s) panicked; the server stopped (the log says which, and why)")]
+    WorkerPanicked(u64),
+
+    /// Something failed while running, after a successful start; its causes are its sources.
+    #[error(transparent)]
     Runtime(#[from] anyhow::Error),
 }
 
@@ -71,9 +74,25 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Plugin { .. } | Error::Bind { .. } => 2,
-            Error::Runtime(_) => 1,
+            Error::Runtime(_) | Error::WorkerPanicked(_) => 1,
         }
     }
+}
+
+/// The error and every cause under it, joined by `: ` (what `main` prints).
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        // Some wrappers repeat their cause in their own message; say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -87,9 +106,19 @@ mod tests {
                 .context("cannot set up the WebAssembly engine"),
         );
         assert_eq!(
-            e.to_string(),
+            report(&e),
             "cannot set up the WebAssembly engine: mmap failed to reserve 0x100 bytes"
         );
         assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_bind_error_keeps_the_os_error_as_its_source() {
+        let e = Error::Bind {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert!(std::error::Error::source(&e).is_some());
+        assert_eq!(e.exit_code(), 2);
     }
 }

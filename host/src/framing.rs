@@ -1,4 +1,5 @@
-//! Cutting a connection's bytes into messages (raw, line, length-prefixed) and framing replies.
+//! The wire format of messages both ways: cutting a byte stream into messages (raw, line,
+//! length-prefixed) and framing replies, with the message size cap applied before buffering.
 
 use crate::config::Framing;
 
@@ -9,9 +10,10 @@ pub enum FrameError {
     TooLarge { size: u64, max: usize },
 }
 
-/// Splits buffered input into whole messages, never holding more than one message's worth.
+/// Decodes buffered input into whole messages (never holding more than one message's worth)
+/// and encodes replies, for one `--framing` mode.
 #[derive(Debug, Clone, Copy)]
-pub struct Decoder {
+pub struct Codec {
     framing: Framing,
     max: usize,
 }
@@ -19,9 +21,9 @@ pub struct Decoder {
 /// Length of the `length` framing's prefix.
 const PREFIX: usize = 4;
 
-impl Decoder {
+impl Codec {
     pub fn new(framing: Framing, max_message_bytes: usize) -> Self {
-        Decoder {
+        Codec {
             framing,
             max: max_message_bytes,
         }
@@ -115,7 +117,7 @@ impl Decoder {
 mod tests {
     use super::*;
 
-    fn all(d: &Decoder, mut buf: &[u8]) -> Result<(Vec<Vec<u8>>, usize), FrameError> {
+    fn all(d: &Codec, mut buf: &[u8]) -> Result<(Vec<Vec<u8>>, usize), FrameError> {
         let mut out = Vec::new();
         while let Some((range, used)) = d.decode(buf)? {
             out.push(buf[range].to_vec());
@@ -126,7 +128,7 @@ mod tests {
 
     #[test]
     fn lines_split_on_newline_and_keep_the_partial_tail() {
-        let d = Decoder::new(Framing::Line, 100);
+        let d = Codec::new(Framing::Line, 100);
         let (msgs, rest) = all(&d, b"one\ntwo\r\n\nthr").unwrap();
         assert_eq!(msgs, [b"one".to_vec(), b"two\r".to_vec(), b"".to_vec()]);
         assert_eq!(rest, 3);
@@ -135,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_line_of_exactly_max_bytes_is_accepted_one_more_is_not() {
-        let d = Decoder::new(Framing::Line, 4);
+        let d = Codec::new(Framing::Line, 4);
         assert_eq!(all(&d, b"abcd\n").unwrap().0, [b"abcd".to_vec()]);
         assert_eq!(d.decode(b"abcd").unwrap(), None);
         assert_eq!(
@@ -150,7 +152,7 @@ mod tests {
 
     #[test]
     fn length_frames_wait_for_the_whole_body() {
-        let d = Decoder::new(Framing::Length, 10);
+        let d = Codec::new(Framing::Length, 10);
         assert_eq!(d.decode(b"\0\0").unwrap(), None);
         assert_eq!(d.decode(b"\0\0\0\x03ab").unwrap(), None);
         let (msgs, rest) = all(&d, b"\0\0\0\x03abc\0\0\0\0\0\0\0\x01z\0").unwrap();
@@ -161,7 +163,7 @@ mod tests {
 
     #[test]
     fn an_oversize_length_prefix_fails_before_the_body_arrives() {
-        let d = Decoder::new(Framing::Length, 1 << 20);
+        let d = Codec::new(Framing::Length, 1 << 20);
         assert_eq!(
             d.decode(&[0xff, 0xff, 0xff, 0xff]),
             Err(FrameError::TooLarge {
@@ -173,19 +175,19 @@ mod tests {
 
     #[test]
     fn raw_takes_whatever_was_read() {
-        let d = Decoder::new(Framing::Raw, 1 << 20);
+        let d = Codec::new(Framing::Raw, 1 << 20);
         assert_eq!(d.decode(b"").unwrap(), None);
         assert_eq!(d.decode(b"a\nb").unwrap(), Some((0..3, 3)));
-        assert_eq!(Decoder::new(Framing::Raw, 10).read_size(), 10);
+        assert_eq!(Codec::new(Framing::Raw, 10).read_size(), 10);
     }
 
     #[test]
     fn replies_are_framed() {
         let mut out = Vec::new();
-        Decoder::new(Framing::Line, 9).encode(b"hi", &mut out);
-        Decoder::new(Framing::Line, 9).encode(b"ho\n", &mut out);
-        Decoder::new(Framing::Length, 9).encode(b"abc", &mut out);
-        Decoder::new(Framing::Raw, 9).encode(b"r", &mut out);
+        Codec::new(Framing::Line, 9).encode(b"hi", &mut out);
+        Codec::new(Framing::Line, 9).encode(b"ho\n", &mut out);
+        Codec::new(Framing::Length, 9).encode(b"abc", &mut out);
+        Codec::new(Framing::Raw, 9).encode(b"r", &mut out);
         assert_eq!(out, b"hi\nho\n\0\0\0\x03abcr");
     }
 }

@@ -4,12 +4,10 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
 use sandport::cli::{Cli, Command, LogFormat};
-use sandport::{tools, Error, Server, Shutdown};
+use sandport::{error, tools, Error, Server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,22 +39,20 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", error::report(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }
 }
 
 fn serve(cli: Cli) -> Result<(), Error> {
-    let config = cli.serve.into_config()?;
-    let server = Server::new(config.clone())?;
+    let server = Server::new(cli.serve.into_config()?)?;
     let listener = server.bind()?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot read the listening address: {e}")))?;
-
-    let shutdown = Shutdown::new();
-    watch_signals(shutdown.clone())?;
+    let addr = listener.local_addr().map_err(|e| {
+        Error::Runtime(anyhow::Error::new(e).context("cannot read the listening address"))
+    })?;
+    server.shutdown().on_signals()?;
+    let config = server.config();
     tracing::info!(
         workers = config.workers,
         isolation = %config.isolation,
@@ -64,31 +60,7 @@ fn serve(cli: Cli) -> Result<(), Error> {
         plugins = config.plugins.len(),
         "listening on {addr}"
     );
-    server.run(listener, shutdown)
-}
-
-/// The first SIGINT/SIGTERM starts a graceful shutdown; a second one exits at once.
-fn watch_signals(shutdown: Shutdown) -> Result<(), Error> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot handle signals: {e}")))?;
-    std::thread::Builder::new()
-        .name("sandport-signals".into())
-        .spawn(move || {
-            let mut seen = 0;
-            for sig in signals.forever() {
-                seen += 1;
-                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-                if seen == 1 {
-                    tracing::info!(signal = name, "shutting down");
-                    shutdown.trigger();
-                } else {
-                    tracing::warn!(signal = name, "second signal: exiting now");
-                    std::process::exit(130);
-                }
-            }
-        })
-        .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot start the signal thread: {e}")))?;
-    Ok(())
+    server.run(listener)
 }
 
 fn init_logging(format: LogFormat) {

@@ -61,7 +61,8 @@ fn sandbox_note(import: &str) -> Option<&'static str> {
 
 /// `sandport check`: loads the plugin as the server would and describes it on stdout.
 pub fn check(config: &Config) -> Result<(), Error> {
-    let plugins = Plugins::load(config)?;
+    config.validate()?;
+    let plugins = Plugins::load(config, Default::default())?;
     let plugin = &plugins.chain[0];
     let mut out = std::io::stdout().lock();
     let w = |out: &mut std::io::StdoutLock, s: String| {
@@ -114,7 +115,8 @@ pub fn check(config: &Config) -> Result<(), Error> {
 /// replies go to stdout (one per line), the plugin's log lines to stderr. A failed hook is an
 /// error (exit 1) after on-disconnect ran.
 pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
-    let plugins = Arc::new(Plugins::load(config)?);
+    config.validate()?;
+    let plugins = Arc::new(Plugins::load(config, Default::default())?);
     let mut pool = WorkerPool::new(plugins, config.isolation);
     let mut own = ConnInstances::default();
     let conn = Connection {

@@ -4,10 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sandport::cli::LoadArgs;
-use sandport::config::{ByteSize, Isolation};
+use sandport::config::Isolation;
 use sandport::plugin::bindings::Connection;
-use sandport::plugin::{Plugins, WorkerPool};
+use sandport::plugin::{CallError, ConnInstances, Outcome, Plugins, WorkerPool};
 use sandport::Config;
 
 /// A core-ABI echo (docs/core-abi.md): replies with the message buffer itself. Only one buffer
@@ -54,31 +53,47 @@ pub fn core_echo() -> PathBuf {
 
 /// The config `sandport call` would use for `plugin` alone, with the compile cache.
 fn config(plugin: &Path, isolation: Isolation) -> Config {
-    let load = LoadArgs {
-        plugins_dir: PathBuf::from("plugins"),
-        config: Vec::new(),
-        timeout_ms: 1000,
-        memory_limit: ByteSize(128 << 20),
-        cache_dir: None,
-        no_cache: false,
+    let cfg = Config {
+        plugins: vec![plugin.to_path_buf()],
+        isolation,
+        ..Config::default()
     };
-    let mut cfg = load
-        .config_for_one(plugin)
+    cfg.validate()
         .unwrap_or_else(|e| panic!("config for {}: {e}", plugin.display()));
-    cfg.isolation = isolation;
     cfg
 }
 
-pub fn pool(plugin: &Path, isolation: Isolation, native: bool) -> WorkerPool {
+/// What a case calls: a worker's pool, or the native echo the server's baseline answers with.
+pub enum Case {
+    Pool(WorkerPool),
+    /// No Wasm: the message copied into the reply, the floor of every other case.
+    Native,
+}
+
+impl Case {
+    pub fn on_message(
+        &mut self,
+        conn: &Connection,
+        own: &mut ConnInstances,
+        message: &[u8],
+    ) -> Result<Outcome, CallError> {
+        match self {
+            Case::Pool(pool) => pool.on_message(conn, own, message),
+            Case::Native => Ok(Outcome {
+                reply: Some(message.to_vec()),
+                close: false,
+            }),
+        }
+    }
+}
+
+pub fn pool(plugin: &Path, isolation: Isolation) -> Case {
     let cfg = config(plugin, isolation);
     let plugins = Arc::new(
-        Plugins::load(&cfg).unwrap_or_else(|e| panic!("loading {}: {e}", plugin.display())),
+        Plugins::load(&cfg, Default::default())
+            .unwrap_or_else(|e| panic!("loading {}: {e}", plugin.display())),
     );
-    if native {
-        WorkerPool::native_echo(plugins)
-    } else {
-        WorkerPool::new(plugins, isolation)
-    }
+    Case::Pool(WorkerPool::new(plugins, isolation))
 }
 
 pub fn conn() -> Connection {
@@ -104,14 +119,14 @@ pub const CASES: &[(&str, usize)] = &[
     ("native_echo", 64),
 ];
 
-/// The pool case `name` calls: `component` is `echo.wasm`, `core` the core-ABI echo.
-pub fn case_pool(name: &str, component: &Path, core: &Path) -> Option<WorkerPool> {
+/// The case `name` calls: `component` is `echo.wasm`, `core` the core-ABI echo.
+pub fn case_pool(name: &str, component: &Path, core: &Path) -> Option<Case> {
     Some(match name {
-        "component_reused" => pool(component, Isolation::Worker, false),
-        "core_reused" => pool(core, Isolation::Worker, false),
-        "component_fresh" => pool(component, Isolation::Message, false),
-        "core_fresh" => pool(core, Isolation::Message, false),
-        "native_echo" => pool(component, Isolation::Message, true),
+        "component_reused" => pool(component, Isolation::Worker),
+        "core_reused" => pool(core, Isolation::Worker),
+        "component_fresh" => pool(component, Isolation::Message),
+        "core_fresh" => pool(core, Isolation::Message),
+        "native_echo" => Case::Native,
         _ => return None,
     })
 }

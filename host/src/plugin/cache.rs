@@ -110,6 +110,15 @@ impl CodeCache {
     }
 }
 
+/// `$XDG_CACHE_HOME/sandport`, else `~/.cache/sandport`; none without a home.
+pub fn default_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sandport"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

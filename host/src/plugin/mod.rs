@@ -5,6 +5,7 @@ pub mod cache;
 pub mod core_abi;
 pub mod engine;
 pub mod host_api;
+pub mod limits;
 pub mod pool;
 pub mod registry;
 

@@ -87,7 +87,7 @@ fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
 
 impl Plugins {
     /// Compiles and checks every plugin of the chain; the first that cannot be served stops it.
-    pub fn load(cfg: &Config) -> Result<Plugins, Error> {
+    pub fn load(cfg: &Config, cutoff: super::limits::CutOff) -> Result<Plugins, Error> {
         let engine = engine::build(cfg)
             .map_err(|e| Error::Runtime(e.context("cannot set up the WebAssembly engine")))?;
         let core_linker = core_abi::linker(&engine)
@@ -109,7 +109,7 @@ impl Plugins {
             engine,
             chain: Vec::new(),
             timeout: cfg.timeout,
-            cut_at: Arc::default(),
+            cut_at: cutoff.0,
             memory_limit: cfg.memory_limit,
         };
         // Each tick makes running calls check their deadline (see `new_store`); the thread ends

@@ -2,7 +2,7 @@
 //! hands each connection to the least loaded worker.
 
 use std::io;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,14 +83,6 @@ impl Acceptor {
             // Listener readiness, or our own wake after a pause: either way, drain the queue.
             self.accept_all();
         }
-        // Calls still running when the drain deadline passes are cut off like timeouts, so a
-        // plugin stuck in a long call cannot hold shutdown past --shutdown-timeout-ms.
-        let since = self.shared.shutdown.since().unwrap_or_else(Instant::now);
-        let _ = self
-            .shared
-            .plugins
-            .cut_at
-            .set(since + self.shared.config.shutdown_timeout);
         // Dropping the listener here makes new clients see a refused connection at once.
     }
 
@@ -126,8 +118,8 @@ impl Acceptor {
 
     fn admit(&mut self, stream: TcpStream, peer: std::net::SocketAddr) {
         let max = self.shared.config.max_connections;
-        if self.shared.open.load(SeqCst) >= max {
-            self.shared.stats.refused.fetch_add(1, Relaxed);
+        if self.shared.stats.open.load(Relaxed) >= max {
+            self.shared.stats.refused();
             self.refused_since_log += 1;
             let now = Instant::now();
             if self
@@ -145,8 +137,7 @@ impl Acceptor {
             // Dropping the stream closes it: the client sees EOF at once.
             return;
         }
-        self.shared.open.fetch_add(1, SeqCst);
-        self.shared.stats.accepted.fetch_add(1, Relaxed);
+        self.shared.stats.accepted();
         let _ = stream.set_nodelay(true);
         let id = self.next_id;
         self.next_id += 1;
@@ -162,9 +153,10 @@ impl Acceptor {
         if inbox.tx.send(NewConn { stream, id }).is_ok() {
             let _ = inbox.waker.wake();
         } else {
-            // The worker is gone (shutting down); the stream was dropped with the message.
-            self.shared.open.fetch_sub(1, SeqCst);
+            // The worker is gone (shutting down, or dead); the stream was dropped with the
+            // message.
             self.shared.per_worker[index].fetch_sub(1, Relaxed);
+            self.shared.stats.closed(1, 0);
         }
     }
 }

@@ -1,94 +1,152 @@
-//! One client connection's state: its socket, bounded input and output buffers, and its place
-//! in the lifecycle (open, closing, done).
+//! One client connection's bytes: its socket, the read buffer cut into messages by the codec,
+//! the queue of framed replies, the output cap, and the close that waits for that queue to drain.
+//!
+//! The worker asks it for the next message and hands it replies; it never touches the buffers.
+//! Modelled on mini-redis's `Connection`.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::plugin::bindings::Connection;
-use crate::plugin::ConnInstances;
+use crate::framing::{Codec, FrameError};
 
-/// What one read did.
-pub enum ReadResult {
-    /// Some bytes were appended to the input.
+/// What one read from the socket did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// Some bytes were buffered.
     Data,
     /// Nothing to read right now.
     WouldBlock,
-    /// The client closed its sending side.
+    /// The client closed its sending side: no more reads.
     Eof,
 }
 
-pub struct Conn {
-    pub stream: TcpStream,
-    /// What plugins are told about this connection.
-    pub info: Connection,
-    pub opened: Instant,
-    /// Bytes read but not yet handled; `consumed` bytes at its front are already handled.
-    pub input: Vec<u8>,
-    pub consumed: usize,
-    /// Framed replies not yet written; `written` bytes at its front are already sent.
-    pub output: Vec<u8>,
-    pub written: usize,
-    /// The instances this connection owns under `--isolation connection`.
-    pub own: ConnInstances,
-    /// How many plugins of the chain accepted the connection (they get `on-disconnect`).
-    pub connected: usize,
-    pub messages: u64,
-    pub errors: u64,
-    /// The client will send nothing more (EOF), or the host will read nothing more (shutdown).
-    pub done_reading: bool,
+pub struct Connection {
+    stream: TcpStream,
+    codec: Codec,
+    /// Bytes read but not yet handed out; `consumed` bytes at its front already were.
+    input: Vec<u8>,
+    consumed: usize,
+    /// Framed replies not yet written; `written` bytes at its front already were.
+    output: Vec<u8>,
+    written: usize,
+    /// Unsent reply bytes above which no message is handed out and nothing is read.
+    max_output: usize,
+    /// The client will send nothing more (EOF), or the host reads nothing more (shutdown).
+    done_reading: bool,
     /// Set once the connection must close after its output is written; says why.
-    pub closing: Option<&'static str>,
+    closing: Option<&'static str>,
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream, info: Connection) -> Self {
-        Conn {
+impl Connection {
+    pub fn new(stream: TcpStream, codec: Codec, max_output: usize) -> Self {
+        Connection {
             stream,
-            info,
-            opened: Instant::now(),
+            codec,
             input: Vec::new(),
             consumed: 0,
             output: Vec::new(),
             written: 0,
-            own: ConnInstances::default(),
-            connected: 0,
-            messages: 0,
-            errors: 0,
+            max_output,
             done_reading: false,
             closing: None,
         }
     }
 
-    pub fn pending_output(&self) -> usize {
-        self.output.len() - self.written
+    /// The socket, for registering it with an event loop.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
-    pub fn close_after_flush(&mut self, reason: &'static str) {
-        if self.closing.is_none() {
-            self.closing = Some(reason);
+    /// The next whole message, or `None` when more input is needed, the output is over its cap
+    /// (backpressure: the client must read first), or the connection is closing. After EOF a
+    /// last partial message the framing allows (a line without `\n`, a raw read) is handed out.
+    /// A message over `--max-message-bytes` is an error; the connection is then closing.
+    pub fn next_message(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        if self.closing.is_some() || self.over_output_cap() {
+            return Ok(None);
         }
+        let rest = &self.input[self.consumed..];
+        let found = match self.codec.decode(rest) {
+            Ok(Some((range, used))) => Some((range, used)),
+            Ok(None) if self.done_reading => self
+                .codec
+                .decode_at_eof(rest)
+                .map(|last| (0..last.len(), rest.len())),
+            Ok(None) => None,
+            Err(e) => {
+                self.input = Vec::new();
+                self.consumed = 0;
+                self.close_after_flush("message too large");
+                return Err(e);
+            }
+        };
+        let Some((range, used)) = found else {
+            // Nothing is borrowed from the buffer now: a good time to drop what was handled.
+            self.compact_input();
+            return Ok(None);
+        };
+        let start = self.consumed;
+        self.consumed += used;
+        Ok(Some(&self.input[start + range.start..start + range.end]))
     }
 
-    /// Reads once into the spare room of `input`, at most `max` new bytes.
-    pub fn read_some(&mut self, scratch: &mut [u8], max: usize) -> io::Result<ReadResult> {
-        let room = max.min(scratch.len());
+    /// Queues `reply`, framed for the client.
+    pub fn reply(&mut self, reply: &[u8]) {
+        self.codec.encode(reply, &mut self.output);
+    }
+
+    /// Whether unsent output is over the cap: no message is handed out and nothing is read until
+    /// the client catches up.
+    pub fn over_output_cap(&self) -> bool {
+        self.output.len() - self.written > self.max_output
+    }
+
+    /// Closes the connection once its queued output is written; the first reason given stays.
+    pub fn close_after_flush(&mut self, reason: &'static str) {
+        self.closing.get_or_insert(reason);
+    }
+
+    /// Reads nothing more (shutdown): what is buffered is still handed out and answered.
+    pub fn stop_reading(&mut self) {
+        self.done_reading = true;
+    }
+
+    /// Whether the socket should be read now.
+    pub fn wants_read(&self) -> bool {
+        !self.done_reading && self.closing.is_none() && !self.over_output_cap()
+    }
+
+    /// Once everything queued is written: why the connection is over (`closing`'s reason, or
+    /// `at_end` when the client or shutdown ended the reading), or `None` while it goes on.
+    pub fn finished(&self, at_end: &'static str) -> Option<&'static str> {
+        if self.written < self.output.len() {
+            return None;
+        }
+        self.closing.or(self.done_reading.then_some(at_end))
+    }
+
+    /// Reads once, at most `scratch.len()` bytes (the codec's read size), into the buffer.
+    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
+        let room = self.codec.read_size().min(scratch.len());
         loop {
             return match self.stream.read(&mut scratch[..room]) {
-                Ok(0) => Ok(ReadResult::Eof),
+                Ok(0) => {
+                    self.done_reading = true;
+                    Ok(Fill::Eof)
+                }
                 Ok(n) => {
                     self.input.extend_from_slice(&scratch[..n]);
-                    Ok(ReadResult::Data)
+                    Ok(Fill::Data)
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadResult::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
             };
         }
     }
 
-    /// Writes as much pending output as the socket takes now.
+    /// Writes as much queued output as the socket takes now.
     pub fn flush(&mut self) -> io::Result<()> {
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
@@ -111,8 +169,8 @@ impl Conn {
         Ok(())
     }
 
-    /// Forgets the input already handled, keeping a partial message at the front.
-    pub fn compact_input(&mut self) {
+    /// Forgets the input already handed out, keeping a partial message at the front.
+    fn compact_input(&mut self) {
         if self.consumed > 0 {
             self.input.drain(..self.consumed);
             self.consumed = 0;
@@ -128,5 +186,93 @@ const KEEP_CAPACITY: usize = 16 << 10;
 fn shrink_idle(buf: &mut Vec<u8>) {
     if buf.capacity() > 4 * KEEP_CAPACITY && buf.len() <= KEEP_CAPACITY {
         buf.shrink_to(KEEP_CAPACITY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Framing;
+
+    /// A connection over one end of a loopback pair; the other end is the client.
+    fn pair(framing: Framing, max_output: usize) -> (Connection, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let conn = Connection::new(
+            TcpStream::from_std(server),
+            Codec::new(framing, 16),
+            max_output,
+        );
+        (conn, client)
+    }
+
+    /// Reads until the client's bytes (or, with `eof`, its close) have arrived.
+    fn fill_until(conn: &mut Connection, eof: bool) {
+        let mut scratch = vec![0; 64 << 10];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match conn.fill(&mut scratch).unwrap() {
+                Fill::Eof if eof => return,
+                Fill::Data if !eof => return,
+                _ => std::thread::yield_now(),
+            }
+        }
+        panic!("the client's bytes never arrived");
+    }
+
+    #[test]
+    fn messages_come_out_whole_and_the_last_line_at_eof() {
+        let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
+        client.write_all(b"one\ntwo\nthr").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        loop {
+            while let Some(m) = conn.next_message().unwrap() {
+                got.push(m.to_vec());
+            }
+            if conn.finished("client closed").is_some() {
+                break;
+            }
+            let mut scratch = vec![0; 1024];
+            if conn.fill(&mut scratch).unwrap() == Fill::WouldBlock {
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"thr".to_vec()]);
+        assert_eq!(conn.finished("client closed"), Some("client closed"));
+    }
+
+    #[test]
+    fn no_message_is_handed_out_while_the_output_is_over_its_cap() {
+        let (mut conn, mut client) = pair(Framing::Line, 4);
+        client.write_all(b"a\nb\n").unwrap();
+        fill_until(&mut conn, false);
+        assert_eq!(conn.next_message().unwrap(), Some(&b"a"[..]));
+        conn.reply(b"12345");
+        assert!(conn.over_output_cap());
+        assert!(!conn.wants_read());
+        assert_eq!(conn.next_message().unwrap(), None, "held back");
+        conn.flush().unwrap();
+        assert!(!conn.over_output_cap());
+        assert_eq!(conn.next_message().unwrap(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn an_oversize_message_closes_after_the_queued_replies() {
+        let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
+        client.write_all(&[b'x'; 40]).unwrap();
+        conn.reply(b"earlier");
+        fill_until(&mut conn, false);
+        assert!(conn.next_message().is_err());
+        assert_eq!(conn.next_message().unwrap(), None);
+        assert_eq!(
+            conn.finished("client closed"),
+            None,
+            "the reply is not written yet"
+        );
+        conn.flush().unwrap();
+        assert_eq!(conn.finished("client closed"), Some("message too large"));
     }
 }

@@ -1,15 +1,16 @@
 //! The server: one acceptor thread hands connections to W worker threads, each running its own
-//! event loop, connections and plugin instances; plus the shutdown handle that stops them all.
+//! event loop, connections and handler. A worker that panics stops the whole server.
 
 mod acceptor;
 mod connection;
+mod handler;
 pub mod stats;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use mio::net::TcpListener;
@@ -17,7 +18,10 @@ use mio::{Poll, Waker};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::plugin::Plugins;
+use crate::plugin::limits::CutOff;
+use crate::plugin::{Plugins, WorkerPool};
+use crate::shutdown::Shutdown;
+use handler::{Handler, NativeEcho};
 use stats::Stats;
 
 /// Worker threads run plugin code on their own stack, which must hold wasmtime's 512 KiB wasm
@@ -28,82 +32,46 @@ const WORKER_STACK: usize = 8 << 20;
 pub struct Server {
     config: Config,
     plugins: Arc<Plugins>,
+    shutdown: Shutdown,
+    stats: Arc<Stats>,
 }
 
 /// State every thread of a running server reads.
 pub(crate) struct Shared {
     pub config: Config,
     pub plugins: Arc<Plugins>,
-    pub stats: Stats,
-    /// Connections open now, across workers: checked against `--max-connections` at accept.
-    pub open: AtomicUsize,
+    pub stats: Arc<Stats>,
     /// Connections open per worker, so the acceptor can pick the least loaded one.
     pub per_worker: Vec<AtomicUsize>,
     pub shutdown: Shutdown,
 }
 
-/// Stops a running server: stop accepting, finish in-flight messages, close, return from `run`.
-#[derive(Clone, Default)]
-pub struct Shutdown {
-    inner: Arc<ShutdownInner>,
-}
-
-#[derive(Default)]
-struct ShutdownInner {
-    requested: AtomicBool,
-    /// When shutdown was first asked for: the drain deadline counts from here.
-    since: OnceLock<Instant>,
-    wakers: Mutex<Vec<Arc<Waker>>>,
-}
-
-impl Shutdown {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Asks every thread of the server to stop; safe to call from any thread, any number of times.
-    pub fn trigger(&self) {
-        self.inner.since.get_or_init(Instant::now);
-        self.inner.requested.store(true, Ordering::SeqCst);
-        for w in self
-            .inner
-            .wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            // A failed wake means the loop is already gone.
-            let _ = w.wake();
-        }
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.inner.requested.load(Ordering::SeqCst)
-    }
-
-    /// When shutdown was first asked for.
-    fn since(&self) -> Option<Instant> {
-        self.inner.since.get().copied()
-    }
-
-    /// Registers a loop's waker; it is woken at once if shutdown was already asked for.
-    fn subscribe(&self, waker: Arc<Waker>) {
-        self.inner
-            .wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(waker.clone());
-        if self.is_triggered() {
-            let _ = waker.wake();
-        }
-    }
-}
-
 impl Server {
-    /// Loads and checks every plugin; nothing listens yet.
+    /// Checks the configuration, then loads and checks every plugin; nothing listens yet.
     pub fn new(config: Config) -> Result<Server, Error> {
-        let plugins = Arc::new(Plugins::load(&config)?);
-        Ok(Server { config, plugins })
+        config.validate()?;
+        let cutoff = CutOff::default();
+        let plugins = Arc::new(Plugins::load(&config, cutoff.clone())?);
+        Ok(Server {
+            shutdown: Shutdown::new(config.shutdown_timeout, cutoff),
+            config,
+            plugins,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The handle that stops this server (from a signal handler, another thread, a test).
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The server's counters; they go on counting while it runs.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Binds the configured address, so errors there are told apart from plugin errors.
@@ -112,15 +80,30 @@ impl Server {
         TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })
     }
 
-    /// Serves clients from `listener` until `shutdown` is triggered, then drains and returns.
-    pub fn run(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    /// Serves clients from `listener` until shutdown is triggered, then drains and returns;
+    /// an error if a worker panicked.
+    pub fn run(self, listener: TcpListener) -> Result<(), Error> {
+        if self.config.native_echo {
+            self.run_with(listener, |_| NativeEcho)
+        } else {
+            let (plugins, isolation) = (self.plugins.clone(), self.config.isolation);
+            self.run_with(listener, move |_| {
+                WorkerPool::new(plugins.clone(), isolation)
+            })
+        }
+    }
+
+    fn run_with<H>(self, listener: TcpListener, handler: impl Fn(usize) -> H) -> Result<(), Error>
+    where
+        H: Handler + Send + 'static,
+    {
         let workers = self.config.workers;
+        let shutdown = self.shutdown;
         let shared = Arc::new(Shared {
             per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             config: self.config,
             plugins: self.plugins,
-            stats: Stats::default(),
-            open: AtomicUsize::new(0),
+            stats: self.stats,
             shutdown: shutdown.clone(),
         });
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -137,12 +120,17 @@ impl Server {
                     waker: waker.clone(),
                 });
                 shutdown.subscribe(waker);
-                let w = worker::Worker::new(index, poll, rx, shared.clone());
+                let w = worker::Worker::new(index, poll, rx, shared.clone(), handler(index));
+                let shared = shared.clone();
                 handles.push(
                     std::thread::Builder::new()
                         .name(format!("sandport-worker-{index}"))
                         .stack_size(WORKER_STACK)
-                        .spawn(move || w.run())
+                        .spawn(move || {
+                            if std::panic::catch_unwind(AssertUnwindSafe(|| w.run())).is_err() {
+                                worker_panicked(&shared, index);
+                            }
+                        })
                         .context("cannot start a worker thread")?,
                 );
             }
@@ -165,6 +153,28 @@ impl Server {
             }
         }
         shared.stats.log_summary();
-        result.map_err(Error::Runtime)
+        result.map_err(Error::Runtime)?;
+        match shared.stats.snapshot().worker_panics {
+            0 => Ok(()),
+            n => Err(Error::WorkerPanicked(n)),
+        }
     }
 }
+
+/// Reported as soon as the worker's stack has unwound (its sockets are closed by then): its
+/// connections are counted closed and the whole server stops, rather than serving on with
+/// a thread fewer and its clients silently gone.
+fn worker_panicked(shared: &Shared, index: usize) {
+    let lost = shared.per_worker[index].swap(0, Relaxed);
+    shared.stats.closed(lost, 0);
+    shared.stats.worker_panicked();
+    tracing::error!(
+        worker = index,
+        connections = lost,
+        "worker panicked: its connections are closed; stopping the server"
+    );
+    shared.shutdown.trigger();
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,27 +1,110 @@
-//! Process-wide counters: what was served and what failed, logged per error and at shutdown.
+//! Process-wide counters: what was served and what failed, logged per error and at shutdown,
+//! and read as a typed [`Snapshot`] by embedders and tests.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::plugin::{CallError, Cause};
 
 /// Counters shared by the acceptor and the workers; relaxed atomics, off the hot path's locks.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub accepted: AtomicU64,
-    pub refused: AtomicU64,
-    pub messages: AtomicU64,
-    pub oversize: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub memory: AtomicU64,
-    pub stack: AtomicU64,
-    pub traps: AtomicU64,
-    pub err_results: AtomicU64,
-    pub instantiate: AtomicU64,
+    /// Connections open now, across workers: checked against `--max-connections` at accept.
+    pub(crate) open: AtomicUsize,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    closed: AtomicU64,
+    messages: AtomicU64,
+    oversize: AtomicU64,
+    timeouts: AtomicU64,
+    memory: AtomicU64,
+    stack: AtomicU64,
+    traps: AtomicU64,
+    err_results: AtomicU64,
+    instantiate: AtomicU64,
+    worker_panics: AtomicU64,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Connections open now.
+    pub open: usize,
+    /// Connections taken off the listener and handed to a worker.
+    pub accepted: u64,
+    /// Connections closed at once because `--max-connections` were open.
+    pub refused: u64,
+    /// Accepted connections that have ended, for any reason (a worker's panic included).
+    pub closed: u64,
+    /// Messages handed to the handler, counted when their connection closes.
+    pub messages: u64,
+    /// Connections closed for a message over `--max-message-bytes`.
+    pub oversize: u64,
+    /// Failed plugin calls, by cause.
+    pub timeouts: u64,
+    pub memory: u64,
+    pub stack: u64,
+    pub traps: u64,
+    pub err_results: u64,
+    pub instantiate: u64,
+    /// Worker threads that panicked (the server then stops and exits non-zero).
+    pub worker_panics: u64,
+}
+
+impl Snapshot {
+    /// Plugin calls that failed, all causes together.
+    pub fn plugin_errors(&self) -> u64 {
+        self.timeouts + self.memory + self.stack + self.traps + self.err_results + self.instantiate
+    }
 }
 
 impl Stats {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            open: self.open.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            closed: self.closed.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            oversize: self.oversize.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            memory: self.memory.load(Relaxed),
+            stack: self.stack.load(Relaxed),
+            traps: self.traps.load(Relaxed),
+            err_results: self.err_results.load(Relaxed),
+            instantiate: self.instantiate.load(Relaxed),
+            worker_panics: self.worker_panics.load(Relaxed),
+        }
+    }
+
+    /// A connection was taken off the listener: it is open until [`Stats::closed`].
+    pub(crate) fn accepted(&self) {
+        self.open.fetch_add(1, Relaxed);
+        self.accepted.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Relaxed);
+    }
+
+    /// `n` connections ended, having handled `messages` messages between them. Counted once
+    /// per connection, not per message: a shared counter bumped by every worker on every
+    /// message would bounce its cache line between the cores.
+    pub(crate) fn closed(&self, n: usize, messages: u64) {
+        self.open.fetch_sub(n, Relaxed);
+        self.closed.fetch_add(n as u64, Relaxed);
+        self.messages.fetch_add(messages, Relaxed);
+    }
+
+    pub(crate) fn oversize(&self) {
+        self.oversize.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn worker_panicked(&self) {
+        self.worker_panics.fetch_add(1, Relaxed);
+    }
+
     /// Logs a failed plugin call with its cause and counts it by kind.
-    pub fn plugin_failed(&self, e: &CallError, conn: u64) {
+    pub(crate) fn plugin_failed(&self, e: &CallError, conn: u64) {
         let counter = match e.cause {
             Cause::Timeout => &self.timeouts,
             Cause::MemoryLimit => &self.memory,
@@ -41,33 +124,20 @@ impl Stats {
         );
     }
 
-    /// Plugin calls that failed, all kinds together.
-    pub fn plugin_errors(&self) -> u64 {
-        [
-            &self.timeouts,
-            &self.memory,
-            &self.stack,
-            &self.traps,
-            &self.err_results,
-            &self.instantiate,
-        ]
-        .iter()
-        .map(|c| c.load(Relaxed))
-        .sum()
-    }
-
-    pub fn log_summary(&self) {
+    pub(crate) fn log_summary(&self) {
+        let s = self.snapshot();
         tracing::info!(
-            accepted = self.accepted.load(Relaxed),
-            refused = self.refused.load(Relaxed),
-            messages = self.messages.load(Relaxed),
-            oversize = self.oversize.load(Relaxed),
-            plugin_errors = self.plugin_errors(),
-            timeouts = self.timeouts.load(Relaxed),
-            memory = self.memory.load(Relaxed),
-            stack = self.stack.load(Relaxed),
-            traps = self.traps.load(Relaxed),
-            err_results = self.err_results.load(Relaxed),
+            accepted = s.accepted,
+            refused = s.refused,
+            messages = s.messages,
+            oversize = s.oversize,
+            plugin_errors = s.plugin_errors(),
+            timeouts = s.timeouts,
+            memory = s.memory,
+            stack = s.stack,
+            traps = s.traps,
+            err_results = s.err_results,
+            worker_panics = s.worker_panics,
             "stopped"
         );
     }

@@ -1,57 +1,73 @@
-//! A worker thread: an event loop over the connections it owns, running each complete message
-//! through its own plugin pool, with backpressure and a bounded drain on shutdown.
+//! A worker thread: an event loop over the connections it owns, handing each whole message to its
+//! own handler, with backpressure and a drain bounded by the shutdown deadline.
 
 use std::io;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::acceptor::NewConn;
-use super::connection::{Conn, ReadResult};
+use super::connection::{Connection, Fill};
+use super::handler::Handler;
 use super::Shared;
 use crate::config::OnError;
-use crate::framing::Decoder;
-use crate::plugin::bindings::Connection;
-use crate::plugin::WorkerPool;
+use crate::framing::Codec;
+use crate::plugin::bindings::Connection as ConnInfo;
 
 pub const WAKER: Token = Token(usize::MAX);
 
-pub struct Worker {
+/// One connection as its worker sees it: the bytes, and what the handler and the logs know.
+struct Session<S> {
+    io: Connection,
+    /// What plugins are told about this connection.
+    info: ConnInfo,
+    /// The handler's own state for it (its instances under `--isolation connection`).
+    state: S,
+    /// How many stages of the chain accepted the connection (they get `on-disconnect`).
+    connected: usize,
+    opened: Instant,
+    messages: u64,
+    errors: u64,
+}
+
+pub struct Worker<H: Handler> {
     index: usize,
     poll: Poll,
     inbox: Receiver<NewConn>,
-    conns: Slab<Conn>,
-    pool: WorkerPool,
-    decoder: Decoder,
+    sessions: Slab<Session<H::Session>>,
+    handler: H,
+    codec: Codec,
     shared: Arc<Shared>,
     /// One read buffer for all connections: bytes go from here into a connection's input.
     scratch: Vec<u8>,
     /// Set once shutdown began: connections still open then are closed.
-    drain_deadline: Option<Instant>,
+    draining: Option<Instant>,
     /// The chain's plugin names, for connection log lines.
     chain: String,
 }
 
-impl Worker {
-    pub fn new(index: usize, poll: Poll, inbox: Receiver<NewConn>, shared: Arc<Shared>) -> Self {
+impl<H: Handler> Worker<H> {
+    pub fn new(
+        index: usize,
+        poll: Poll,
+        inbox: Receiver<NewConn>,
+        shared: Arc<Shared>,
+        handler: H,
+    ) -> Self {
         let cfg = &shared.config;
-        let decoder = Decoder::new(cfg.framing, cfg.max_message_bytes);
+        let codec = Codec::new(cfg.framing, cfg.max_message_bytes);
         Worker {
             index,
             poll,
             inbox,
-            conns: Slab::new(),
-            pool: if cfg.native_echo {
-                WorkerPool::native_echo(shared.plugins.clone())
-            } else {
-                WorkerPool::new(shared.plugins.clone(), cfg.isolation)
-            },
-            scratch: vec![0; decoder.read_size()],
-            decoder,
+            sessions: Slab::new(),
+            handler,
+            scratch: vec![0; codec.read_size()],
+            codec,
             chain: shared
                 .plugins
                 .chain
@@ -60,7 +76,7 @@ impl Worker {
                 .collect::<Vec<_>>()
                 .join(","),
             shared,
-            drain_deadline: None,
+            draining: None,
         }
     }
 
@@ -68,7 +84,7 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self
-                .drain_deadline
+                .draining
                 .map(|d| d.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -81,21 +97,21 @@ impl Worker {
                 match ev.token() {
                     WAKER => self.take_new_connections(),
                     Token(key) => {
-                        if self.conns.contains(key) {
+                        if self.sessions.contains(key) {
                             self.drive(key);
                         }
                     }
                 }
             }
-            if self.shared.shutdown.is_triggered() && self.drain_deadline.is_none() {
-                self.begin_drain();
+            if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
+                self.begin_drain(deadline);
             }
-            if let Some(deadline) = self.drain_deadline {
-                if self.conns.is_empty() {
+            if let Some(deadline) = self.draining {
+                if self.sessions.is_empty() {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
                     for key in keys {
                         self.finish(key, "shutdown timeout");
                     }
@@ -103,34 +119,35 @@ impl Worker {
                 }
             }
         }
-        // Connections handed over after the drain began never got a plugin call: just close them.
+        // Connections handed over after the drain began never got a handler call: just close.
+        let mut late = 0;
         while let Ok(nc) = self.inbox.try_recv() {
             drop(nc);
-            self.shared.open.fetch_sub(1, SeqCst);
-            self.shared.per_worker[self.index].fetch_sub(1, Relaxed);
+            late += 1;
         }
+        self.forget(late, 0);
     }
 
     /// Shutdown: read what clients already sent, answer it, then close each connection once
-    /// its replies are written (or at the deadline).
-    fn begin_drain(&mut self) {
-        self.drain_deadline = Some(Instant::now() + self.shared.config.shutdown_timeout);
+    /// its replies are written (or at the deadline, fixed when shutdown was triggered).
+    fn begin_drain(&mut self, deadline: Instant) {
+        self.draining = Some(deadline);
         self.take_new_connections();
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.drive(key);
             // The first drive may have closed it (its client's close was still unread).
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(s) = self.sessions.get_mut(key) else {
                 continue;
             };
-            conn.done_reading = true;
+            s.io.stop_reading();
             self.drive(key);
         }
     }
 
     fn take_new_connections(&mut self) {
         while let Ok(NewConn { mut stream, id }) = self.inbox.try_recv() {
-            let entry = self.conns.vacant_entry();
+            let entry = self.sessions.vacant_entry();
             let key = entry.key();
             let peer = stream
                 .peer_addr()
@@ -144,8 +161,7 @@ impl Worker {
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
-                self.shared.open.fetch_sub(1, SeqCst);
-                self.shared.per_worker[self.index].fetch_sub(1, Relaxed);
+                self.forget(1, 0);
                 continue;
             }
             tracing::info!(
@@ -155,173 +171,137 @@ impl Worker {
                 worker = self.index,
                 "connection opened"
             );
-            let info = Connection { id, peer, local };
-            let conn = entry.insert(Conn::new(stream, info));
-            let (greetings, connected, res) = self.pool.on_connect(&conn.info, &mut conn.own);
-            conn.connected = connected;
+            let max_output = self.shared.config.max_output_bytes;
+            let s = entry.insert(Session {
+                io: Connection::new(stream, self.codec, max_output),
+                info: ConnInfo { id, peer, local },
+                state: H::Session::default(),
+                connected: 0,
+                opened: Instant::now(),
+                messages: 0,
+                errors: 0,
+            });
+            let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
+            s.connected = connected;
             for g in greetings {
-                self.decoder.encode(&g, &mut conn.output);
+                s.io.reply(&g);
             }
             match res {
-                Ok(true) => conn.close_after_flush("plugin closed it"),
+                Ok(true) => s.io.close_after_flush("plugin closed it"),
                 Ok(false) => {}
                 Err(e) => {
                     self.shared.stats.plugin_failed(&e, id);
-                    conn.errors += 1;
-                    conn.close_after_flush("on-connect failed");
+                    s.errors += 1;
+                    s.io.close_after_flush("on-connect failed");
                 }
             }
             self.drive(key);
         }
     }
 
-    /// Moves one connection forward as far as it can go now: write, handle, write, read, repeat.
+    /// Moves one connection forward as far as it can go now: handle what is buffered, write,
+    /// read, repeat; closes it once it is over.
     fn drive(&mut self, key: usize) {
-        let max_out = self.shared.config.max_output_bytes;
         loop {
-            if !self.flush(key) {
-                return;
-            }
-            let held_back = self.handle_input(key);
+            let held_back = self.handle_messages(key);
             // Replies must leave now: with edge-triggered readiness no event may come to do it.
-            if !self.flush(key) {
-                return;
+            let s = &mut self.sessions[key];
+            if let Err(e) = s.io.flush() {
+                tracing::debug!(conn = s.info.id, "write failed: {e}");
+                return self.finish(key, "client went away");
             }
-            let conn = &mut self.conns[key];
-            if held_back && conn.pending_output() <= max_out {
-                // The client caught up: handle what backpressure held back before reading more.
+            if held_back && !s.io.over_output_cap() {
+                // The client caught up: answer what is buffered before reading more.
                 continue;
             }
-            let can_read =
-                !conn.done_reading && conn.closing.is_none() && conn.pending_output() <= max_out;
-            if !can_read {
+            if !s.io.wants_read() {
+                // Over the output cap a writable event resumes it; closing, nothing more to read.
                 break;
             }
-            match conn.read_some(&mut self.scratch, self.decoder.read_size()) {
-                Ok(ReadResult::Data) => continue,
-                Ok(ReadResult::WouldBlock) => break,
-                Ok(ReadResult::Eof) => conn.done_reading = true,
+            match s.io.fill(&mut self.scratch) {
+                Ok(Fill::Data | Fill::Eof) => continue,
+                Ok(Fill::WouldBlock) => break,
                 Err(e) => {
-                    tracing::debug!(conn = conn.info.id, "read failed: {e}");
+                    tracing::debug!(conn = s.info.id, "read failed: {e}");
                     return self.finish(key, "client went away");
                 }
             }
         }
-        let conn = &self.conns[key];
-        if conn.pending_output() == 0 {
-            if let Some(reason) = conn.closing {
-                self.finish(key, reason);
-            } else if conn.done_reading {
-                let reason = if self.drain_deadline.is_some() {
-                    "shutdown"
-                } else {
-                    "client closed"
-                };
-                self.finish(key, reason);
-            }
+        let at_end = if self.draining.is_some() {
+            "shutdown"
+        } else {
+            "client closed"
+        };
+        if let Some(reason) = self.sessions[key].io.finished(at_end) {
+            self.finish(key, reason);
         }
     }
 
-    /// Writes what the socket takes; closes the connection and returns false if it is gone.
-    fn flush(&mut self, key: usize) -> bool {
-        let conn = &mut self.conns[key];
-        match conn.flush() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(conn = conn.info.id, "write failed: {e}");
-                self.finish(key, "client went away");
-                false
-            }
-        }
-    }
-
-    /// Runs every complete buffered message through the chain, stopping while the output is
-    /// over its cap (backpressure) or once the connection is closing. Returns whether
-    /// backpressure held messages back.
-    fn handle_input(&mut self, key: usize) -> bool {
-        let max_out = self.shared.config.max_output_bytes;
+    /// Hands every whole buffered message to the handler and queues its replies, until the
+    /// connection has no whole message, is over its output cap, or is closing. Returns whether
+    /// the output cap stopped it (backpressure), so messages may still be buffered.
+    fn handle_messages(&mut self, key: usize) -> bool {
         let on_error = self.shared.config.on_error;
-        let conn = &mut self.conns[key];
-        let mut held_back = false;
+        let s = &mut self.sessions[key];
         loop {
-            if conn.closing.is_some() {
-                break;
-            }
-            if conn.pending_output() > max_out {
-                held_back = true;
-                break;
-            }
-            let rest = &conn.input[conn.consumed..];
-            let (range, used) = match self.decoder.decode(rest) {
-                Ok(Some((range, used))) => (range, used),
-                Ok(None) => match conn.done_reading.then(|| self.decoder.decode_at_eof(rest)) {
-                    Some(Some(last)) => (0..last.len(), rest.len()),
-                    _ => break,
-                },
+            let message = match s.io.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => return s.io.over_output_cap(),
                 Err(e) => {
-                    tracing::warn!(conn = conn.info.id, peer = %conn.info.peer, "closing: {e}");
-                    self.shared.stats.oversize.fetch_add(1, Relaxed);
-                    conn.input.clear();
-                    conn.consumed = 0;
-                    conn.close_after_flush("message too large");
-                    break;
+                    tracing::warn!(conn = s.info.id, peer = %s.info.peer, "closing: {e}");
+                    self.shared.stats.oversize();
+                    return false;
                 }
             };
-            let start = conn.consumed;
-            let message = &conn.input[start + range.start..start + range.end];
-            let res = self.pool.on_message(&conn.info, &mut conn.own, message);
-            conn.consumed += used;
-            conn.messages += 1;
-            match res {
+            s.messages += 1;
+            match self.handler.on_message(&s.info, &mut s.state, message) {
                 Ok(out) => {
                     if let Some(reply) = out.reply {
-                        self.decoder.encode(&reply, &mut conn.output);
+                        s.io.reply(&reply);
                     }
                     if out.close {
-                        conn.close_after_flush("plugin closed it");
+                        s.io.close_after_flush("plugin closed it");
                     }
                 }
                 Err(e) => {
-                    self.shared.stats.plugin_failed(&e, conn.info.id);
-                    conn.errors += 1;
+                    self.shared.stats.plugin_failed(&e, s.info.id);
+                    s.errors += 1;
                     if on_error == OnError::Close {
-                        conn.close_after_flush("plugin error");
+                        s.io.close_after_flush("plugin error");
                     }
                 }
             }
         }
-        conn.compact_input();
-        held_back
     }
 
     /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
     fn finish(&mut self, key: usize, reason: &'static str) {
-        let mut conn = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        // Counted once per connection, not per message: a shared counter bumped by every worker
-        // on every message would bounce its cache line between the cores.
-        self.shared.stats.messages.fetch_add(conn.messages, Relaxed);
+        let mut s = self.sessions.remove(key);
+        let _ = self.poll.registry().deregister(s.io.stream_mut());
         for e in self
-            .pool
-            .on_disconnect(&conn.info, &mut conn.own, conn.connected)
+            .handler
+            .on_disconnect(&s.info, &mut s.state, s.connected)
         {
-            self.shared.stats.plugin_failed(&e, conn.info.id);
+            self.shared.stats.plugin_failed(&e, s.info.id);
         }
         tracing::info!(
-            conn = conn.info.id,
-            peer = %conn.info.peer,
+            conn = s.info.id,
+            peer = %s.info.peer,
             plugins = %self.chain,
-            messages = conn.messages,
-            errors = conn.errors,
-            duration_ms = duration_ms(conn.opened.elapsed()),
+            messages = s.messages,
+            errors = s.errors,
+            duration_ms = s.opened.elapsed().as_millis() as u64,
             reason,
             "connection closed"
         );
-        self.shared.open.fetch_sub(1, SeqCst);
-        self.shared.per_worker[self.index].fetch_sub(1, Relaxed);
+        self.forget(1, s.messages);
     }
-}
 
-fn duration_ms(d: Duration) -> u64 {
-    d.as_millis() as u64
+    /// `n` of this worker's connections are gone: the counters stop counting them.
+    fn forget(&self, n: usize, messages: u64) {
+        if n > 0 {
+            self.shared.per_worker[self.index].fetch_sub(n, Relaxed);
+            self.shared.stats.closed(n, messages);
+        }
+    }
 }
