@@ -10,6 +10,7 @@ mod chains;
 mod config;
 mod core_abi;
 mod framing;
+mod in_process;
 mod isolation;
 mod lang_assemblyscript;
 mod lang_c;
