@@ -1,8 +1,10 @@
-//! Everything about plugins: the engine, loading and checking them, and running their hooks.
+//! Everything about plugins: the engine, finding, loading and checking them, and running their
+//! hooks.
 
 pub mod bindings;
 pub mod cache;
 pub mod core_abi;
+pub mod discovery;
 pub mod engine;
 pub mod host_api;
 pub mod pool;
