@@ -41,8 +41,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            let code = e.exit_code() as u8;
+            // Each error's own text, then its causes': `plugin X: it cannot be compiled: why`.
+            eprintln!("error: {:#}", anyhow::Error::new(e));
+            ExitCode::from(code)
         }
     }
 }

@@ -8,8 +8,8 @@ use wasmtime::{
 };
 
 use super::bindings::{Connection, Level, Response};
+use super::error::PluginError;
 use super::host_api::HostState;
-use crate::error::PluginError;
 
 /// The ABI version this host speaks (`sandport_abi_version`).
 pub const ABI_VERSION: i32 = 1;
@@ -250,7 +250,7 @@ pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, P
             _ => false,
         };
         if !allowed {
-            return Err(PluginError::RefusedImport(format!(
+            return Err(PluginError::RefusedImport(anyhow!(
                 "`{}::{}`: a core module may import only `sandport::log`, \
                  `sandport::config_get` and WASI preview 1 (see docs/core-abi.md)",
                 import.module(),
@@ -287,7 +287,7 @@ pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, P
     }
     let pre = linker
         .instantiate_pre(module)
-        .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
+        .map_err(PluginError::RefusedImport)?;
     Ok(CorePlugin { pre })
 }
 

@@ -37,7 +37,7 @@ pub fn instance_slots(cfg: &Config) -> u32 {
 }
 
 /// Builds the engine every plugin is compiled for and instantiated in.
-pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
+pub fn build(cfg: &Config) -> wasmtime::Result<Engine> {
     let slots = instance_slots(cfg);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
@@ -67,7 +67,7 @@ pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
         wc.memory_reservation(cfg.memory_limit as u64)
             .memory_guard_size(64 << 10);
     }
-    Engine::new(&wc).map_err(|e| anyhow::anyhow!("{e:#}"))
+    Engine::new(&wc)
 }
 
 /// Advances the engine's epoch every [`TICK`] until the engine is dropped. Each advance makes

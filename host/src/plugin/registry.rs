@@ -7,15 +7,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Module, Store, UpdateDeadline};
+use wasmtime::{format_err, Engine, Module, Store, UpdateDeadline};
 
 use super::bindings::{Handler, HandlerPre};
 use super::cache::{CodeCache, Source};
 use super::core_abi::{self, CorePlugin};
 use super::engine;
+use super::error::PluginError;
 use super::host_api::HostState;
 use crate::config::Config;
-use crate::error::{Error, PluginError};
+use crate::error::Error;
 
 /// One loaded plugin, ready to instantiate cheaply any number of times.
 pub struct Plugin {
@@ -78,7 +79,7 @@ fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
     match bytes[4..8] {
         [1, 0, 0, 0] => Ok(Kind::CoreModule),
         [_, _, 1, 0] => Ok(Kind::Component),
-        _ => Err(PluginError::Invalid(format!(
+        _ => Err(PluginError::Invalid(format_err!(
             "unknown binary version {:02x?}",
             &bytes[4..8]
         ))),
@@ -88,17 +89,14 @@ fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
 impl Plugins {
     /// Compiles and checks every plugin of the chain; the first that cannot be served stops it.
     pub fn load(cfg: &Config) -> Result<Plugins, Error> {
-        let engine = engine::build(cfg)
-            .map_err(|e| Error::Runtime(e.context("cannot set up the WebAssembly engine")))?;
-        let core_linker = core_abi::linker(&engine)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the core ABI: {e:#}")))?;
+        let engine = engine::build(cfg).map_err(runtime("cannot set up the WebAssembly engine"))?;
+        let core_linker = core_abi::linker(&engine).map_err(runtime("linking the core ABI"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking WASI: {e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime("linking WASI"))?;
         super::host_api::link_capped_clock(&mut linker)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the capped clock: {e:#}")))?;
+            .map_err(runtime("linking the capped clock"))?;
         Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the host API: {e:#}")))?;
+            .map_err(runtime("linking the host API"))?;
 
         let cache = cfg.cache_dir.as_ref().and_then(|dir| {
             CodeCache::open(&dir.join("compiled"))
@@ -148,7 +146,7 @@ impl Plugins {
         let mut bytes = std::fs::read(path).map_err(PluginError::Read)?;
         if path.extension().is_some_and(|e| e == "wat") {
             bytes = wat::parse_bytes(&bytes)
-                .map_err(|e| PluginError::BadText(e.to_string()))?
+                .map_err(PluginError::BadText)?
                 .into_owned();
         }
         let started = Instant::now();
@@ -163,7 +161,7 @@ impl Plugins {
                     }),
                     None => Module::new(&self.engine, &bytes),
                 }
-                .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                .map_err(PluginError::Invalid)?;
                 imports = module
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -178,7 +176,7 @@ impl Plugins {
                     }),
                     None => Component::new(&self.engine, &bytes),
                 }
-                .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                .map_err(PluginError::Invalid)?;
                 imports = component
                     .component_type()
                     .imports(&self.engine)
@@ -186,10 +184,8 @@ impl Plugins {
                     .collect();
                 let pre = linker
                     .instantiate_pre(&component)
-                    .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
-                PluginKind::Component(
-                    HandlerPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?,
-                )
+                    .map_err(PluginError::RefusedImport)?;
+                PluginKind::Component(HandlerPre::new(pre).map_err(PluginError::WrongWorld)?)
             }
         };
         let plugin = Plugin {
@@ -206,7 +202,7 @@ impl Plugins {
         let mut store = self.new_store(&plugin, None);
         let res = plugin.instantiate(&mut store);
         store.data_mut().flush_output();
-        res.map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        res.map_err(PluginError::Instantiate)?;
         Ok(plugin)
     }
 
@@ -238,6 +234,12 @@ impl Plugins {
         store.set_epoch_deadline(1);
         store
     }
+}
+
+/// Wraps a failure to set up the engine or a linker with what was being set up, keeping
+/// wasmtime's cause chain.
+fn runtime(what: &'static str) -> impl FnOnce(wasmtime::Error) -> Error {
+    move |e| Error::Runtime(anyhow::Error::from_boxed(e.into_boxed_dyn_error()).context(what))
 }
 
 impl Plugin {
