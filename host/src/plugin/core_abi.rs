@@ -10,6 +10,7 @@ use wasmtime::{
 use super::bindings::{Connection, Level, Response};
 use super::error::PluginError;
 use super::host_api::HostState;
+use super::instance::HookResult;
 
 /// The ABI version this host speaks (`sandport_abi_version`).
 pub const ABI_VERSION: i32 = 1;
@@ -333,8 +334,6 @@ impl CorePlugin {
         })
     }
 }
-
-type HookResult = wasmtime::Result<Result<Response, String>>;
 
 impl CoreInstance {
     pub fn on_connect(&self, store: &mut Store<HostState>, conn: &Connection) -> HookResult {

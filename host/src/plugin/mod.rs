@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod engine;
 pub mod error;
 pub mod host_api;
+pub mod instance;
 pub mod pool;
 pub mod registry;
 

@@ -9,48 +9,9 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{Connection, Response};
 use super::host_api::HostState;
-use super::registry::{Handle, Plugins};
+use super::instance::Instance;
+use super::registry::Plugins;
 use crate::config::Isolation;
-
-/// A live instance of one plugin, with the store that owns its memory.
-pub struct Instance {
-    store: Store<HostState>,
-    handle: Handle,
-}
-
-type HookResult = wasmtime::Result<Result<Response, String>>;
-
-impl Handle {
-    fn on_connect(&self, store: &mut Store<HostState>, conn: &Connection) -> HookResult {
-        match self {
-            Handle::Component(h) => h.call_on_connect(store, conn),
-            Handle::Core(c) => c.on_connect(store, conn),
-        }
-    }
-
-    fn on_message(
-        &self,
-        store: &mut Store<HostState>,
-        conn: &Connection,
-        msg: &[u8],
-    ) -> HookResult {
-        match self {
-            Handle::Component(h) => h.call_on_message(store, conn, msg),
-            Handle::Core(c) => c.on_message(store, conn.id, msg),
-        }
-    }
-
-    fn on_disconnect(
-        &self,
-        store: &mut Store<HostState>,
-        conn: &Connection,
-    ) -> wasmtime::Result<()> {
-        match self {
-            Handle::Component(h) => h.call_on_disconnect(store, conn),
-            Handle::Core(c) => c.on_disconnect(store, conn.id),
-        }
-    }
-}
 
 /// The instances a connection owns under `--isolation connection` (one per plugin).
 #[derive(Default)]
@@ -175,7 +136,7 @@ impl WorkerPool {
         }
         let mut greetings = Vec::new();
         for i in 0..self.plugins.chain.len() {
-            let res = self.call(i, conn.id, own, "on-connect", |h, s| h.on_connect(s, conn));
+            let res = self.call(i, conn.id, own, "on-connect", |inst| inst.on_connect(conn));
             match res {
                 Ok(Ok(resp)) => {
                     greetings.extend(resp.reply);
@@ -209,8 +170,8 @@ impl WorkerPool {
         let mut msg = Cow::Borrowed(message);
         let last = self.plugins.chain.len() - 1;
         for i in 0..=last {
-            let resp = self.call(i, conn.id, own, "on-message", |h, s| {
-                h.on_message(s, conn, &msg)
+            let resp = self.call(i, conn.id, own, "on-message", |inst| {
+                inst.on_message(conn, &msg)
             })?;
             let resp = match resp {
                 Ok(resp) => resp,
@@ -240,8 +201,8 @@ impl WorkerPool {
     ) -> Vec<CallError> {
         let failed = (0..connected)
             .filter_map(|i| {
-                self.call(i, conn.id, own, "on-disconnect", |h, s| {
-                    h.on_disconnect(s, conn)
+                self.call(i, conn.id, own, "on-disconnect", |inst| {
+                    inst.on_disconnect(conn)
                 })
                 .err()
             })
@@ -279,7 +240,7 @@ impl WorkerPool {
         conn: u64,
         own: &mut ConnInstances,
         hook: &'static str,
-        f: impl FnOnce(&Handle, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         // Borrowed field by field: cloning the shared `Arc<Plugins>` on every call would bounce
         // its counter's cache line between the worker threads.
@@ -301,24 +262,20 @@ impl WorkerPool {
         if slot.is_none() {
             let mut store = plugins.new_store(plugin, spare[i].take());
             store.data_mut().begin_call(conn, plugins.timeout);
-            match plugin.instantiate(&mut store) {
-                Ok(handle) => *slot = Some(Instance { store, handle }),
-                Err(e) => {
-                    store.data_mut().flush_output();
-                    return Err(fail(Cause::Instantiate(format!("{e:#}"))));
-                }
-            }
+            let inst = Instance::new(plugin, store)
+                .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
+            *slot = Some(inst);
         }
         let inst = slot.as_mut().expect("instantiated above");
         inst.store.data_mut().begin_call(conn, plugins.timeout);
         inst.store.set_epoch_deadline(1);
-        let res = f(&inst.handle, &mut inst.store);
+        let res = f(inst);
         inst.store.data_mut().flush_output();
         match res {
             Ok(r) => {
                 if fresh_each_call {
                     let used = slot.take().expect("called above");
-                    spare[i] = used.store.into_data().recycle();
+                    spare[i] = used.into_state().recycle();
                 }
                 Ok(r)
             }

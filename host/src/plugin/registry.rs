@@ -15,6 +15,7 @@ use super::core_abi::{self, CorePlugin};
 use super::engine;
 use super::error::PluginError;
 use super::host_api::HostState;
+use super::instance::Handle;
 use crate::config::Config;
 use crate::error::Error;
 
@@ -243,21 +244,14 @@ fn runtime(what: &'static str) -> impl FnOnce(wasmtime::Error) -> Error {
 }
 
 impl Plugin {
-    /// A fresh instance in `store` (made by [`Plugins::new_store`] for this plugin).
+    /// A fresh instance's entry points in `store` (made by [`Plugins::new_store`] for this
+    /// plugin); [`Instance::new`](super::instance::Instance::new) wraps them with their store.
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Handle> {
         Ok(match &self.kind {
             PluginKind::Component(pre) => Handle::Component(pre.instantiate(store)?),
             PluginKind::Core(core) => Handle::Core(core.instantiate(store)?),
         })
     }
-}
-
-/// A live instance's entry points, of either kind.
-// Made once per instance and kept in place beside its store: boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Handle {
-    Component(Handler),
-    Core(core_abi::CoreInstance),
 }
 
 fn ms(d: Duration) -> f64 {
