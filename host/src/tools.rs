@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::error::Error;
 use crate::plugin::bindings::Connection;
-use crate::plugin::{ConnInstances, Plugins, WorkerPool};
+use crate::plugin::{ConnInstances, CutOff, Plugins, WorkerPool};
 
 /// What the sandbox does with an import, by the interface it belongs to.
 fn sandbox_note(import: &str) -> Option<&'static str> {
@@ -61,7 +61,7 @@ fn sandbox_note(import: &str) -> Option<&'static str> {
 
 /// `sandport check`: loads the plugin as the server would and describes it on stdout.
 pub fn check(config: &Config) -> Result<(), Error> {
-    let plugins = Plugins::load(config)?;
+    let plugins = Plugins::load(config, CutOff::default())?;
     let plugin = &plugins.chain[0];
     let mut out = std::io::stdout().lock();
     let w = |out: &mut std::io::StdoutLock, s: String| {
@@ -114,7 +114,7 @@ pub fn check(config: &Config) -> Result<(), Error> {
 /// replies go to stdout (one per line), the plugin's log lines to stderr. A failed hook is an
 /// error (exit 1) after on-disconnect ran.
 pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
-    let plugins = Arc::new(Plugins::load(config)?);
+    let plugins = Arc::new(Plugins::load(config, CutOff::default())?);
     let mut pool = WorkerPool::new(plugins, config.isolation);
     let mut own = ConnInstances::default();
     let conn = Connection {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sandport::cli::LoadArgs;
 use sandport::config::{ByteSize, Isolation};
 use sandport::plugin::bindings::Connection;
-use sandport::plugin::{Plugins, WorkerPool};
+use sandport::plugin::{CutOff, Plugins, WorkerPool};
 use sandport::Config;
 
 /// A core-ABI echo (docs/core-abi.md): replies with the message buffer itself. Only one buffer
@@ -71,9 +71,10 @@ fn config(plugin: &Path, isolation: Isolation) -> Config {
 
 pub fn pool(plugin: &Path, isolation: Isolation, native: bool) -> WorkerPool {
     let cfg = config(plugin, isolation);
-    let plugins = Arc::new(
-        Plugins::load(&cfg).unwrap_or_else(|e| panic!("loading {}: {e}", plugin.display())),
-    );
+    let plugins =
+        Arc::new(Plugins::load(&cfg, CutOff::default()).unwrap_or_else(|e| {
+            panic!("loading {}: {:#}", plugin.display(), anyhow::Error::new(e))
+        }));
     if native {
         WorkerPool::native_echo(plugins)
     } else {

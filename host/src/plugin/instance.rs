@@ -26,8 +26,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Instantiates `plugin` in `store`, whose call has been started. On failure the store is
-    /// dropped after logging what the plugin printed.
+    /// Instantiates `plugin` in `store`, whose call has been started (`limits::start_call`):
+    /// start-up code runs within that call's budget. On failure the store is dropped after
+    /// logging what the plugin printed.
     pub fn new(plugin: &Plugin, mut store: Store<HostState>) -> wasmtime::Result<Instance> {
         match plugin.instantiate(&mut store) {
             Ok(handle) => Ok(Instance { store, handle }),

@@ -1,5 +1,5 @@
 //! Everything about plugins: the engine, finding, loading and checking them (and why one
-//! cannot be served), and running their hooks.
+//! cannot be served), the budgets of their calls, and running their hooks.
 
 pub mod bindings;
 pub mod cache;
@@ -9,12 +9,14 @@ pub mod engine;
 pub mod error;
 pub mod host_api;
 pub mod instance;
+pub mod limits;
 pub mod pool;
 pub mod registry;
 
 use std::path::Path;
 
 pub use error::PluginError;
+pub use limits::CutOff;
 pub use pool::{CallError, Cause, ConnInstances, Outcome, WorkerPool};
 pub use registry::{Plugin, Plugins};
 

@@ -10,6 +10,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::{Connection, Response};
 use super::host_api::HostState;
 use super::instance::Instance;
+use super::limits;
 use super::registry::Plugins;
 use crate::config::Isolation;
 
@@ -78,7 +79,7 @@ impl Cause {
     }
 
     fn of(err: wasmtime::Error, store: &Store<HostState>) -> Cause {
-        if store.data().cap.hit {
+        if store.data().limits.memory_hit() {
             return Cause::MemoryLimit;
         }
         match err.downcast_ref::<Trap>() {
@@ -232,8 +233,8 @@ impl WorkerPool {
         slot_of(&mut self.shared, self.isolation, i, own)
     }
 
-    /// Calls one hook of plugin `i` on the instance the isolation mode picks, under the call's
-    /// deadline. A trap or timeout throws the instance away.
+    /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
+    /// there is none), under the call's budget. A trap or timeout throws the instance away.
     fn call<R>(
         &mut self,
         i: usize,
@@ -259,16 +260,17 @@ impl WorkerPool {
             cause,
         };
         let slot = slot_of(shared, *isolation, i, own);
-        if slot.is_none() {
-            let mut store = plugins.new_store(plugin, spare[i].take());
-            store.data_mut().begin_call(conn, plugins.timeout);
-            let inst = Instance::new(plugin, store)
-                .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
-            *slot = Some(inst);
+        match slot {
+            Some(inst) => limits::start_call(&mut inst.store, conn, plugins.timeout),
+            None => {
+                let mut store = plugins.new_store(plugin, spare[i].take());
+                limits::start_call(&mut store, conn, plugins.timeout);
+                let inst = Instance::new(plugin, store)
+                    .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
+                *slot = Some(inst);
+            }
         }
-        let inst = slot.as_mut().expect("instantiated above");
-        inst.store.data_mut().begin_call(conn, plugins.timeout);
-        inst.store.set_epoch_deadline(1);
+        let inst = slot.as_mut().expect("made above");
         let res = f(inst);
         inst.store.data_mut().flush_output();
         match res {

@@ -86,10 +86,9 @@ impl Acceptor {
         // Calls still running when the drain deadline passes are cut off like timeouts, so a
         // plugin stuck in a long call cannot hold shutdown past --shutdown-timeout-ms.
         let since = self.shared.shutdown.since().unwrap_or_else(Instant::now);
-        let _ = self
-            .shared
+        self.shared
             .plugins
-            .cut_at
+            .cutoff()
             .set(since + self.shared.config.shutdown_timeout);
         // Dropping the listener here makes new clients see a refused connection at once.
     }

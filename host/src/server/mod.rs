@@ -17,7 +17,7 @@ use mio::{Poll, Waker};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::plugin::Plugins;
+use crate::plugin::{CutOff, Plugins};
 use stats::Stats;
 
 /// Worker threads run plugin code on their own stack, which must hold wasmtime's 512 KiB wasm
@@ -102,7 +102,7 @@ impl Shutdown {
 impl Server {
     /// Loads and checks every plugin; nothing listens yet.
     pub fn new(config: Config) -> Result<Server, Error> {
-        let plugins = Arc::new(Plugins::load(&config)?);
+        let plugins = Arc::new(Plugins::load(&config, CutOff::default())?);
         Ok(Server { config, plugins })
     }
 
