@@ -9,7 +9,7 @@
 //!   wait itself ends by the deadline and the next epoch check stops the guest;
 //! - memory: growth past `--memory-limit` is refused, and remembered so the trap that usually
 //!   follows is reported as the memory cap;
-//! - shutdown: past the [`CutOff`] every call is overdue.
+//! - shutdown: past the [`CutOff`] every running call is overdue, and no new one starts.
 
 mod waits;
 
@@ -42,6 +42,11 @@ impl CutOff {
 
     pub fn at(&self) -> Option<Instant> {
         self.0.get().copied()
+    }
+
+    /// Whether the cut-off has passed at `now`.
+    fn passed(&self, now: Instant) -> bool {
+        self.at().is_some_and(|cut| cut <= now)
     }
 }
 
@@ -138,15 +143,33 @@ pub fn new_store(engine: &Engine, state: HostState) -> Store<HostState> {
     store
 }
 
+/// Why a call was not started.
+#[derive(Debug, thiserror::Error)]
+#[error("shutdown has cut every call off: this one was not started")]
+pub struct CutOffPassed;
+
 /// Starts one call on `store`, for connection `conn` (0 outside connections), with `timeout`
 /// of wall-clock time: tags the plugin's log lines with `conn`, fixes the deadline, and arms
 /// the epoch check for the next tick. Made once per call, before a fresh instance is made
 /// too, so its start-up code runs within the call's budget.
-pub fn start_call(store: &mut Store<HostState>, conn: u64, timeout: Duration) {
+///
+/// Past the shutdown cut-off the call is refused before any guest code runs: entering the
+/// guest would only buy it one more epoch tick, and each of the connections shutdown is
+/// closing would add its own.
+pub fn start_call(
+    store: &mut Store<HostState>,
+    conn: u64,
+    timeout: Duration,
+) -> Result<(), CutOffPassed> {
+    let now = Instant::now();
     let state = store.data_mut();
-    state.limits.deadline = Instant::now() + timeout;
+    if state.limits.cutoff.passed(now) {
+        return Err(CutOffPassed);
+    }
+    state.limits.deadline = now + timeout;
     state.tag_conn(conn);
     store.set_epoch_deadline(1);
+    Ok(())
 }
 
 #[cfg(test)]

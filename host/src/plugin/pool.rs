@@ -259,12 +259,21 @@ impl WorkerPool {
             hook,
             cause,
         };
+        // Past the shutdown cut-off the call is refused before any guest code runs.
+        let start = |store: &mut Store<HostState>| {
+            limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::Timeout))
+        };
         let slot = slot_of(shared, *isolation, i, own);
         match slot {
-            Some(inst) => limits::start_call(&mut inst.store, conn, plugins.timeout),
+            Some(inst) => {
+                if let Err(e) = start(&mut inst.store) {
+                    *slot = None;
+                    return Err(e);
+                }
+            }
             None => {
                 let mut store = plugins.new_store(plugin, spare[i].take());
-                limits::start_call(&mut store, conn, plugins.timeout);
+                start(&mut store)?;
                 let inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
                 *slot = Some(inst);

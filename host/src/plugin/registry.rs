@@ -203,7 +203,8 @@ impl Plugins {
         // One trial instance, in a call of its own, catches start-up traps and pool limits now,
         // not at the first client.
         let mut store = self.new_store(&plugin, None);
-        limits::start_call(&mut store, 0, self.timeout);
+        limits::start_call(&mut store, 0, self.timeout)
+            .map_err(|e| PluginError::Instantiate(wasmtime::Error::new(e)))?;
         let mut trial = Instance::new(&plugin, store).map_err(PluginError::Instantiate)?;
         trial.store.data_mut().flush_output();
         Ok(plugin)

@@ -1,4 +1,4 @@
-//! The budgets obeyed and violated: the cut-off ending every call's budget.
+//! The budgets obeyed and violated: the cut-off refusing new calls and interrupting running ones.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use crate::plugin::{Cause, ConnInstances, Plugins, WorkerPool};
 
 /// A core-ABI plugin (docs/core-abi.md) whose `sandport_on_message` spins forever on a message
 /// starting with `l`; otherwise it answers the first message of an instance (no reply) and traps
-/// on any later one.
+/// on any later one, so a call that fails with a timeout instead was never let in.
 const GUEST: &str = r#"
 (module
   (memory (export "memory") 1)
@@ -81,6 +81,32 @@ fn a_calls_budget_ends_at_the_cut_off_when_that_comes_first() {
     assert!(limits.left() > Duration::from_secs(59));
     cutoff.set(Instant::now());
     assert!(limits.overdue(), "past the cut-off no budget is left");
+}
+
+#[test]
+fn a_hook_starting_after_the_cut_off_fails_with_a_timeout_without_entering_the_guest() {
+    // Worker isolation reuses the first call's instance; message isolation makes a fresh one.
+    for isolation in [Isolation::Worker, Isolation::Message] {
+        let cutoff = CutOff::default();
+        let mut pool = pool(isolation, &cutoff);
+        let mut own = ConnInstances::default();
+        pool.on_message(&conn(), &mut own, b"first")
+            .unwrap_or_else(|e| panic!("{isolation}: the first call is answered: {}", e.cause));
+
+        cutoff.set(Instant::now());
+        let e = pool.on_message(&conn(), &mut own, b"second").unwrap_err();
+        // Entered, the guest would have trapped (worker) or answered (message).
+        assert!(
+            matches!(e.cause, Cause::Timeout),
+            "{isolation}: {}",
+            e.cause
+        );
+        let failed = pool.on_disconnect(&conn(), &mut own, 1);
+        assert!(
+            matches!(failed.as_slice(), [e] if matches!(e.cause, Cause::Timeout)),
+            "{isolation}: on-disconnect is refused too: {failed:?}"
+        );
+    }
 }
 
 #[test]
