@@ -153,7 +153,7 @@ pub enum LogFormat {
 impl ServeArgs {
     /// The flags as a [`Config`], with the plugin files found; `Server::new` validates it.
     pub fn into_config(self) -> Result<Config, Error> {
-        let plugins = resolve_plugins(&self.plugins, &self.load.plugins_dir)?;
+        let plugins = crate::plugin::discovery::resolve(&self.plugins, &self.load.plugins_dir)?;
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,
@@ -174,7 +174,8 @@ impl ServeArgs {
 impl LoadArgs {
     /// A config for running `plugin` alone, in-process (the `check` and `call` tools).
     pub fn config_for_one(self, plugin: &Path) -> Result<Config, Error> {
-        let plugins = resolve_plugins(&[plugin.to_path_buf()], &self.plugins_dir)?;
+        let plugins =
+            crate::plugin::discovery::resolve(&[plugin.to_path_buf()], &self.plugins_dir)?;
         Ok(self.into_config(plugins))
     }
 
@@ -208,61 +209,6 @@ fn size(value: ByteSize) -> usize {
     usize::try_from(value.0).unwrap_or(usize::MAX)
 }
 
-/// Turns `--plugin` values into existing files: a path that exists is used as is; a bare name
-/// that does not is looked up in the plugins folder. No `--plugin` means the whole folder.
-fn resolve_plugins(given: &[PathBuf], dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    if given.is_empty() {
-        return plugins_in(dir);
-    }
-    given
-        .iter()
-        .map(|p| {
-            if p.is_file() {
-                return Ok(p.clone());
-            }
-            let in_dir = dir.join(p);
-            if p.components().count() == 1 && in_dir.is_file() {
-                return Ok(in_dir);
-            }
-            let looked = if p.components().count() == 1 {
-                format!("{} or {}", p.display(), in_dir.display())
-            } else {
-                p.display().to_string()
-            };
-            Err(Error::config(format!(
-                "plugin `{}` not found: there is no file {looked}",
-                p.display()
-            )))
-        })
-        .collect()
-}
-
-fn plugins_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Error::config(format!(
-            "no --plugin given and the plugins folder {} cannot be read: {e}",
-            dir.display()
-        ))
-    })?;
-    let mut found = Vec::new();
-    for entry in entries {
-        let path = entry
-            .map_err(|e| Error::config(format!("reading {}: {e}", dir.display())))?
-            .path();
-        if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
-            found.push(path);
-        }
-    }
-    if found.is_empty() {
-        return Err(Error::config(format!(
-            "no --plugin given and the plugins folder {} holds no *.wasm file",
-            dir.display()
-        )));
-    }
-    found.sort();
-    Ok(found)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,44 +232,6 @@ mod tests {
             std::fs::write(dir.join(n), b"\0asm").unwrap();
         }
         dir
-    }
-
-    #[test]
-    fn folder_plugins_load_in_name_order_and_skip_other_files() {
-        let dir = temp_plugins(&["b.wasm", "a.wasm", "notes.txt"]);
-        let cfg = parse(&["--plugins-dir", dir.to_str().unwrap()]).unwrap();
-        let names: Vec<_> = cfg.plugins.iter().map(|p| p.file_name().unwrap()).collect();
-        assert_eq!(names, ["a.wasm", "b.wasm"]);
-    }
-
-    #[test]
-    fn bare_names_are_looked_up_in_the_plugins_folder() {
-        let dir = temp_plugins(&["echo.wasm"]);
-        let cfg = parse(&[
-            "--plugins-dir",
-            dir.to_str().unwrap(),
-            "--plugin",
-            "echo.wasm",
-        ])
-        .unwrap();
-        assert_eq!(cfg.plugins, [dir.join("echo.wasm")]);
-    }
-
-    #[test]
-    fn a_missing_plugin_names_both_places_looked_in() {
-        let dir = temp_plugins(&["x.wasm"]);
-        let e = parse(&[
-            "--plugins-dir",
-            dir.to_str().unwrap(),
-            "--plugin",
-            "nope.wasm",
-        ])
-        .unwrap_err();
-        assert!(e.contains("plugin `nope.wasm` not found"), "{e}");
-        assert!(
-            e.contains(&dir.join("nope.wasm").display().to_string()),
-            "{e}"
-        );
     }
 
     #[test]

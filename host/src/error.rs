@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use crate::plugin::error::PluginError;
+
 /// Why the server could not start (or had to stop).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,9 +12,13 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
-    /// A plugin that cannot be served.
-    #[error("plugin {path}: {kind}")]
-    Plugin { path: PathBuf, kind: PluginError },
+    /// A plugin that cannot be served. What is wrong with it is its source, printed after it.
+    #[error("plugin {path}")]
+    Plugin {
+        path: PathBuf,
+        #[source]
+        kind: PluginError,
+    },
 
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}")]
@@ -28,34 +34,6 @@ pub enum Error {
     /// Something failed while running, after a successful start; its causes are its sources.
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
-}
-
-/// What is wrong with a plugin file.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    #[error("cannot read it: {0}")]
-    Read(std::io::Error),
-
-    #[error("not a WebAssembly file (it does not start with the `\\0asm` header)")]
-    NotWasm,
-
-    #[error("it is a core module that does not implement the sandport core ABI: {0} (see docs/core-abi.md)")]
-    WrongAbi(String),
-
-    #[error("it is not valid WebAssembly text: {0}")]
-    BadText(String),
-
-    #[error("it cannot be compiled: {0}")]
-    Invalid(String),
-
-    #[error("it does not implement the sandport:plugin/handler world: {0}")]
-    WrongWorld(String),
-
-    #[error("it imports something the host does not provide: {0}")]
-    RefusedImport(String),
-
-    #[error("it cannot be instantiated: {0}")]
-    Instantiate(String),
 }
 
 impl Error {

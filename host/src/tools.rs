@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::config::Config;
 use crate::error::Error;
 use crate::plugin::bindings::Connection;
-use crate::plugin::{ConnInstances, Plugins, WorkerPool};
+use crate::plugin::{ConnInstances, CutOff, Plugins, WorkerPool};
 
 /// What the sandbox does with an import, by the interface it belongs to.
 fn sandbox_note(import: &str) -> Option<&'static str> {
@@ -62,7 +62,7 @@ fn sandbox_note(import: &str) -> Option<&'static str> {
 /// `sandport check`: loads the plugin as the server would and describes it on stdout.
 pub fn check(config: &Config) -> Result<(), Error> {
     config.validate()?;
-    let plugins = Plugins::load(config, Default::default())?;
+    let plugins = Plugins::load(config, CutOff::default())?;
     let plugin = &plugins.chain[0];
     let mut out = std::io::stdout().lock();
     let w = |out: &mut std::io::StdoutLock, s: String| {
@@ -116,7 +116,7 @@ pub fn check(config: &Config) -> Result<(), Error> {
 /// error (exit 1) after on-disconnect ran.
 pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
     config.validate()?;
-    let plugins = Arc::new(Plugins::load(config, Default::default())?);
+    let plugins = Arc::new(Plugins::load(config, CutOff::default())?);
     let mut pool = WorkerPool::new(plugins, config.isolation);
     let mut own = ConnInstances::default();
     let conn = Connection {

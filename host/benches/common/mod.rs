@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sandport::config::Isolation;
 use sandport::plugin::bindings::Connection;
-use sandport::plugin::{CallError, ConnInstances, Outcome, Plugins, WorkerPool};
+use sandport::plugin::{CallError, ConnInstances, CutOff, Outcome, Plugins, WorkerPool};
 use sandport::Config;
 
 /// A core-ABI echo (docs/core-abi.md): replies with the message buffer itself. Only one buffer
@@ -89,10 +89,13 @@ impl Case {
 
 pub fn pool(plugin: &Path, isolation: Isolation) -> Case {
     let cfg = config(plugin, isolation);
-    let plugins = Arc::new(
-        Plugins::load(&cfg, Default::default())
-            .unwrap_or_else(|e| panic!("loading {}: {e}", plugin.display())),
-    );
+    let plugins = Arc::new(Plugins::load(&cfg, CutOff::default()).unwrap_or_else(|e| {
+        panic!(
+            "loading {}: {}",
+            plugin.display(),
+            sandport::error::report(&e)
+        )
+    }));
     Case::Pool(WorkerPool::new(plugins, isolation))
 }
 

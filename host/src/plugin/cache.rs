@@ -14,6 +14,16 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
+/// Where the cache lives unless `--cache-dir` says otherwise: `$XDG_CACHE_HOME/sandport`, else
+/// `~/.cache/sandport`; none without a home.
+pub fn default_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sandport"))
+}
+
 /// A folder of compiled plugins that only this user can write to.
 pub struct CodeCache {
     dir: PathBuf,
@@ -108,15 +118,6 @@ impl CodeCache {
             tracing::warn!(path = %path.display(), "cannot cache compiled plugin: {e}");
         }
     }
-}
-
-/// `$XDG_CACHE_HOME/sandport`, else `~/.cache/sandport`; none without a home.
-pub fn default_dir() -> Option<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
-    Some(base.join("sandport"))
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ use wasmtime::{
 };
 
 use super::bindings::{Connection, Level, Response};
+use super::error::PluginError;
 use super::host_api::HostState;
-use crate::error::PluginError;
+use super::instance::HookResult;
+use super::limits;
 
 /// The ABI version this host speaks (`sandport_abi_version`).
 pub const ABI_VERSION: i32 = 1;
@@ -118,120 +120,25 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         },
     )?;
     // WASI's own poll_oneoff sleeps for as long as the guest asks; this one never past the
-    // call's deadline (the preview 1 twin of `host_api::link_capped_clock`).
-    linker.allow_shadowing(true);
-    linker.func_wrap("wasi_snapshot_preview1", "poll_oneoff", poll_oneoff)?;
-    linker.allow_shadowing(false);
+    // call's deadline.
+    limits::link_capped_poll(&mut linker)?;
     Ok(linker)
 }
 
-/// WASI preview 1 errno values used here.
-const ERRNO_BADF: u16 = 8;
-const ERRNO_INVAL: i32 = 28;
-const SUBSCRIPTION_SIZE: usize = 48;
-const EVENT_SIZE: usize = 32;
-
-/// `poll_oneoff` for the sandbox: the only descriptors are stdin (empty), stdout and stderr
-/// (always writable), so fd subscriptions are ready at once; clock subscriptions sleep until
-/// the earliest one, capped by the call's budget.
-fn poll_oneoff(
-    mut caller: Caller<'_, HostState>,
-    subs: i32,
-    events: i32,
-    n: i32,
-    nevents_out: i32,
-) -> wasmtime::Result<i32> {
-    use wasmtime_wasi::clocks::WasiClocksView;
-    use wasmtime_wasi::p2::bindings::clocks::{monotonic_clock, wall_clock};
-
-    if n <= 0 {
-        return Ok(ERRNO_INVAL);
-    }
-    let raw = read_guest(
-        &mut caller,
-        subs,
-        n.saturating_mul(SUBSCRIPTION_SIZE as i32),
-    )?;
-    let mono_now = monotonic_clock::Host::now(&mut caller.data_mut().clocks())?;
-    let wall = wall_clock::Host::now(&mut caller.data_mut().clocks())?;
-    let wall_now = wall.seconds * 1_000_000_000 + u64::from(wall.nanoseconds);
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
-
-    // (userdata, errno, type, nbytes, flags) per ready event; clocks as (userdata, wait ns).
-    let mut ready: Vec<(u64, u16, u8, u64, u16)> = Vec::new();
-    let mut clocks: Vec<(u64, u64)> = Vec::new();
-    for sub in raw.chunks_exact(SUBSCRIPTION_SIZE) {
-        let userdata = u64_at(sub, 0);
-        match sub[8] {
-            0 => {
-                let clock = u32::from_le_bytes(sub[16..20].try_into().expect("4"));
-                let timeout = u64_at(sub, 24);
-                let absolute = u16::from_le_bytes(sub[40..42].try_into().expect("2")) & 1 != 0;
-                let wait = match (absolute, clock) {
-                    (false, _) => timeout,
-                    (true, 0) => timeout.saturating_sub(wall_now),
-                    (true, _) => timeout.saturating_sub(mono_now),
-                };
-                clocks.push((userdata, wait));
-            }
-            kind @ (1 | 2) => {
-                let fd = u32::from_le_bytes(sub[16..20].try_into().expect("4"));
-                let event = match (kind, fd) {
-                    // stdin is empty: readable, at its end.
-                    (1, 0) => (userdata, 0, kind, 0, 1),
-                    (2, 1 | 2) => (userdata, 0, kind, 64 << 10, 0),
-                    _ => (userdata, ERRNO_BADF, kind, 0, 0),
-                };
-                ready.push(event);
-            }
-            _ => return Ok(ERRNO_INVAL),
-        }
-    }
-    if ready.is_empty() {
-        let earliest = clocks.iter().map(|c| c.1).min().unwrap_or(0);
-        let cap = super::host_api::capped_wait(caller.data().budget_left());
-        let wait = std::time::Duration::from_nanos(earliest).min(cap);
-        std::thread::sleep(wait);
-        let slept = wait.as_nanos() as u64;
-        ready.extend(
-            clocks
-                .iter()
-                .filter(|c| c.1 <= slept.max(earliest))
-                .map(|&(userdata, _)| (userdata, 0, 0, 0, 0)),
-        );
-    }
-    let mut out = vec![0u8; ready.len() * EVENT_SIZE];
-    for (event, (userdata, errno, kind, nbytes, flags)) in
-        out.chunks_exact_mut(EVENT_SIZE).zip(&ready)
-    {
-        event[0..8].copy_from_slice(&userdata.to_le_bytes());
-        event[8..10].copy_from_slice(&errno.to_le_bytes());
-        event[10] = *kind;
-        event[16..24].copy_from_slice(&nbytes.to_le_bytes());
-        event[24..26].copy_from_slice(&flags.to_le_bytes());
-    }
-    let memory = guest_memory(&mut caller)?;
-    memory
-        .write(&mut caller, events as u32 as usize, &out)
-        .map_err(|_| anyhow!("poll_oneoff: events buffer outside memory"))?;
-    memory
-        .write(
-            &mut caller,
-            nevents_out as u32 as usize,
-            &(ready.len() as u32).to_le_bytes(),
-        )
-        .map_err(|_| anyhow!("poll_oneoff: nevents outside memory"))?;
-    Ok(0)
-}
-
-fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> {
+/// The module's exported memory, which the ABI requires.
+pub(super) fn guest_memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> {
     match caller.get_export("memory") {
         Some(Extern::Memory(m)) => Ok(m),
         _ => Err(anyhow!("the module exports no `memory`")),
     }
 }
 
-fn read_guest(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+/// A copy of the guest's `len` bytes at `ptr`; an error if they are outside its memory.
+pub(super) fn read_guest(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<Vec<u8>> {
     let memory = guest_memory(caller)?;
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     memory
@@ -250,7 +157,7 @@ pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, P
             _ => false,
         };
         if !allowed {
-            return Err(PluginError::RefusedImport(format!(
+            return Err(PluginError::RefusedImport(anyhow!(
                 "`{}::{}`: a core module may import only `sandport::log`, \
                  `sandport::config_get` and WASI preview 1 (see docs/core-abi.md)",
                 import.module(),
@@ -287,7 +194,7 @@ pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, P
     }
     let pre = linker
         .instantiate_pre(module)
-        .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
+        .map_err(PluginError::RefusedImport)?;
     Ok(CorePlugin { pre })
 }
 
@@ -333,8 +240,6 @@ impl CorePlugin {
         })
     }
 }
-
-type HookResult = wasmtime::Result<Result<Response, String>>;
 
 impl CoreInstance {
     pub fn on_connect(&self, store: &mut Store<HostState>, conn: &Connection) -> HookResult {

@@ -1,21 +1,16 @@
 //! The one wasmtime engine: pooling allocator sized from the config, epochs, and the ticker.
-
-use std::time::Duration;
+//! What a call may spend is [`super::limits`]'s; this only sizes the pool and keeps time.
 
 use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::limits::{TABLE_ELEMENTS, TICK};
 use crate::config::{Config, Isolation};
-
-/// How often the epoch advances: the resolution of every call's deadline.
-pub const TICK: Duration = Duration::from_millis(5);
 
 /// Per-component allowances in the pool. Components from ordinary toolchains use a handful of
 /// core instances and tables and one or two memories; a plugin needing more fails at load.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 8;
-/// Elements one table may hold (large interpreters' function tables included).
-pub const TABLE_ELEMENTS: usize = 100_000;
 /// Keeps this much of a freed memory slot resident and zeroes it instead of returning it to the
 /// OS: a fresh instance then touches no new pages for a typical guest's stack and data.
 const KEEP_RESIDENT: usize = 1 << 20;
@@ -37,7 +32,7 @@ pub fn instance_slots(cfg: &Config) -> u32 {
 }
 
 /// Builds the engine every plugin is compiled for and instantiated in.
-pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
+pub fn build(cfg: &Config) -> wasmtime::Result<Engine> {
     let slots = instance_slots(cfg);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
@@ -67,11 +62,11 @@ pub fn build(cfg: &Config) -> anyhow::Result<Engine> {
         wc.memory_reservation(cfg.memory_limit as u64)
             .memory_guard_size(64 << 10);
     }
-    Engine::new(&wc).map_err(|e| anyhow::anyhow!("{e:#}"))
+    Engine::new(&wc)
 }
 
 /// Advances the engine's epoch every [`TICK`] until the engine is dropped. Each advance makes
-/// running calls check their deadline (see `Plugins::new_store`).
+/// running calls check their deadline (see `limits::new_store`).
 pub fn spawn_ticker(engine: &Engine) -> std::io::Result<std::thread::JoinHandle<()>> {
     let weak = engine.weak();
     std::thread::Builder::new()

@@ -1,23 +1,21 @@
 //! What the host gives a plugin instance: the WIT imports (`log`, `config-get`), a WASI context
-//! that grants nothing, stdout/stderr turned into log lines, and the memory cap.
+//! that grants nothing, and stdout/stderr turned into log lines. Its budgets live in
+//! [`super::limits`].
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
-use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
-use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{sandport, HandlerImports, Level};
+use super::limits::Limits;
 
 /// The longest stdout/stderr line kept before it is logged in pieces.
 const MAX_LINE: usize = 4096;
@@ -25,18 +23,15 @@ const MAX_LINE: usize = 4096;
 /// What a plugin instance's store holds.
 pub struct HostState {
     wasi: Wasi,
-    /// Enforces `--memory-limit` and remembers whether the plugin ran into it.
-    pub cap: MemoryCap,
+    /// The memory cap and the current call's deadline, read by the store's limiter, its epoch
+    /// callback and the capped waits.
+    pub(super) limits: Limits,
     /// Plugin name, for log lines.
     plugin: Arc<str>,
     /// This plugin's `--config` values.
     config: Arc<BTreeMap<String, String>>,
     /// The connection the current call is for (0 outside calls); shared with the stdio streams.
     conn: Arc<AtomicU64>,
-    /// When the current call's time budget ends: a guest's sleep never outlasts it.
-    call_deadline: Instant,
-    /// When shutdown cuts every call off, shared by every store.
-    cut_at: Arc<OnceLock<Instant>>,
     stdout: LogStream,
     stderr: LogStream,
 }
@@ -57,9 +52,8 @@ impl HostState {
     pub fn new(
         plugin: Arc<str>,
         config: Arc<BTreeMap<String, String>>,
-        memory_limit: usize,
         preview1: bool,
-        cut_at: Arc<OnceLock<Instant>>,
+        limits: Limits,
     ) -> Self {
         let conn = Arc::new(AtomicU64::new(0));
         let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
@@ -83,24 +77,18 @@ impl HostState {
         };
         HostState {
             wasi,
-            cap: MemoryCap {
-                limit: memory_limit,
-                hit: false,
-            },
+            limits,
             plugin,
             config,
             conn,
-            call_deadline: Instant::now(),
-            cut_at,
             stdout,
             stderr,
         }
     }
 
-    /// Starts a call for connection `id` (tags its log lines) with `budget` of wall-clock time.
-    pub fn begin_call(&mut self, id: u64, budget: Duration) {
+    /// Tags the log lines of the call that starts with connection `id` (0 outside connections).
+    pub(super) fn tag_conn(&mut self, id: u64) {
         self.conn.store(id, Ordering::Relaxed);
-        self.call_deadline = Instant::now() + budget;
     }
 
     /// Makes the state of a dropped store ready for the next instance of the same plugin, so
@@ -120,7 +108,7 @@ impl HostState {
             Wasi::P2 { table, .. } => *table = ResourceTable::new(),
             Wasi::P1(_) => return None,
         }
-        self.cap.hit = false;
+        self.limits.reset();
         self.conn.store(0, Ordering::Relaxed);
         Some(self)
     }
@@ -129,22 +117,6 @@ impl HostState {
     pub fn flush_output(&mut self) {
         self.stdout.flush_partial();
         self.stderr.flush_partial();
-    }
-}
-
-impl HostState {
-    /// What is left of the current call's budget.
-    pub fn budget_left(&self) -> Duration {
-        let end = match self.cut_at.get() {
-            Some(&cut) => cut.min(self.call_deadline),
-            None => self.call_deadline,
-        };
-        end.saturating_duration_since(Instant::now())
-    }
-
-    /// Whether the current call has used up its budget (or shutdown is cutting every call).
-    pub fn call_overdue(&self) -> bool {
-        self.budget_left().is_zero()
     }
 
     /// The preview 1 context of a core module's store.
@@ -193,105 +165,6 @@ impl HandlerImports for HostState {
 
     fn config_get(&mut self, key: String) -> Option<String> {
         self.config_value(&key).map(str::to_string)
-    }
-}
-
-/// Replaces WASI's `monotonic-clock` with one whose timers end by the call's deadline.
-///
-/// The epoch deadline only interrupts running wasm code; a guest blocked in the host (a WASI
-/// `sleep` is a `subscribe-duration` then a `poll`) would hold the worker for as long as it asked.
-/// Clamping timers to the call's remaining budget means the guest wakes by its deadline and the
-/// epoch check then traps it. Timers that end within the budget are unchanged.
-pub fn link_capped_clock(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let res =
-        monotonic_clock::add_to_linker::<HostState, CappedClock>(linker, |s| CappedClockView {
-            left: s.budget_left(),
-            inner: s.clocks(),
-        });
-    linker.allow_shadowing(false);
-    res
-}
-
-/// The longest a guest may wait in the host with `left` of its budget: a little past the
-/// deadline, so that it wakes up overdue and the next epoch check stops it.
-pub fn capped_wait(left: Duration) -> Duration {
-    left + super::engine::TICK * 2
-}
-
-struct CappedClock;
-
-impl HasData for CappedClock {
-    type Data<'a> = CappedClockView<'a>;
-}
-
-struct CappedClockView<'a> {
-    /// The call's budget left when the guest called in.
-    left: Duration,
-    inner: WasiClocksCtxView<'a>,
-}
-
-impl CappedClockView<'_> {
-    fn remaining_ns(&self) -> u64 {
-        capped_wait(self.left).as_nanos() as u64
-    }
-}
-
-impl monotonic_clock::Host for CappedClockView<'_> {
-    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
-        self.inner.now()
-    }
-
-    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
-        self.inner.resolution()
-    }
-
-    fn subscribe_instant(
-        &mut self,
-        when: monotonic_clock::Instant,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
-        let now = self.inner.now()?;
-        let capped = when.min(now.saturating_add(self.remaining_ns()));
-        self.inner.subscribe_instant(capped)
-    }
-
-    fn subscribe_duration(
-        &mut self,
-        duration: monotonic_clock::Duration,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
-        let capped = duration.min(self.remaining_ns());
-        self.inner.subscribe_duration(capped)
-    }
-}
-
-/// The `--memory-limit` for every memory of an instance; remembers a refused growth so a
-/// trap that follows it is reported as the memory cap, not as whatever the guest did next.
-pub struct MemoryCap {
-    limit: usize,
-    pub hit: bool,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= super::engine::TABLE_ELEMENTS)
     }
 }
 
@@ -424,26 +297,36 @@ impl tokio::io::AsyncWrite for LogStream {
 mod tests {
     use super::*;
 
+    use wasmtime::ResourceLimiter;
+
+    use crate::plugin::limits::CutOff;
+
     fn state(preview1: bool) -> HostState {
         HostState::new(
             "p".into(),
             Arc::default(),
-            1 << 20,
             preview1,
-            Arc::default(),
+            Limits::new(1 << 20, CutOff::default()),
         )
     }
 
     #[test]
     fn a_components_state_is_recycled_clean() {
         let mut s = state(false);
-        s.cap.hit = true;
-        s.begin_call(7, Duration::from_secs(1));
+        let grown = s.limits.memory_growing(0, 2 << 20, None).unwrap();
+        assert!(
+            !grown && s.limits.memory_hit(),
+            "growth past the cap is refused"
+        );
+        s.tag_conn(7);
         if let Wasi::P2 { table, .. } = &mut s.wasi {
             table.push(5u32).expect("room in the table");
         }
         let s = s.recycle().expect("a WASI 0.2 state is reusable");
-        assert!(!s.cap.hit, "the next instance starts under its memory cap");
+        assert!(
+            !s.limits.memory_hit(),
+            "the next instance starts under its memory cap"
+        );
         assert_eq!(s.conn.load(Ordering::Relaxed), 0);
         match &s.wasi {
             Wasi::P2 { table, .. } => assert!(table.is_empty(), "no handle outlives its instance"),

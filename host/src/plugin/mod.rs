@@ -1,16 +1,22 @@
-//! Everything about plugins: the engine, loading and checking them, and running their hooks.
+//! Everything about plugins: the engine, finding, loading and checking them (and why one
+//! cannot be served), the budgets of their calls, and running their hooks.
 
 pub mod bindings;
 pub mod cache;
 pub mod core_abi;
+pub mod discovery;
 pub mod engine;
+pub mod error;
 pub mod host_api;
+pub mod instance;
 pub mod limits;
 pub mod pool;
 pub mod registry;
 
 use std::path::Path;
 
+pub use error::PluginError;
+pub use limits::CutOff;
 pub use pool::{CallError, Cause, ConnInstances, Outcome, WorkerPool};
 pub use registry::{Plugin, Plugins};
 

@@ -9,48 +9,10 @@ use wasmtime::{Store, Trap};
 
 use super::bindings::{Connection, Response};
 use super::host_api::HostState;
-use super::registry::{Handle, Plugins};
+use super::instance::Instance;
+use super::limits;
+use super::registry::Plugins;
 use crate::config::Isolation;
-
-/// A live instance of one plugin, with the store that owns its memory.
-pub struct Instance {
-    store: Store<HostState>,
-    handle: Handle,
-}
-
-type HookResult = wasmtime::Result<Result<Response, String>>;
-
-impl Handle {
-    fn on_connect(&self, store: &mut Store<HostState>, conn: &Connection) -> HookResult {
-        match self {
-            Handle::Component(h) => h.call_on_connect(store, conn),
-            Handle::Core(c) => c.on_connect(store, conn),
-        }
-    }
-
-    fn on_message(
-        &self,
-        store: &mut Store<HostState>,
-        conn: &Connection,
-        msg: &[u8],
-    ) -> HookResult {
-        match self {
-            Handle::Component(h) => h.call_on_message(store, conn, msg),
-            Handle::Core(c) => c.on_message(store, conn.id, msg),
-        }
-    }
-
-    fn on_disconnect(
-        &self,
-        store: &mut Store<HostState>,
-        conn: &Connection,
-    ) -> wasmtime::Result<()> {
-        match self {
-            Handle::Component(h) => h.call_on_disconnect(store, conn),
-            Handle::Core(c) => c.on_disconnect(store, conn.id),
-        }
-    }
-}
 
 /// The instances a connection owns under `--isolation connection` (one per plugin).
 #[derive(Default)]
@@ -78,6 +40,8 @@ pub struct CallError {
 pub enum Cause {
     /// The call ran past `--timeout-ms`.
     Timeout,
+    /// The hook was never called: shutdown had passed its deadline (not the plugin's fault).
+    CutOff,
     /// The instance tried to grow its memory past `--memory-limit`.
     MemoryLimit,
     /// The guest's stack overflowed.
@@ -94,6 +58,7 @@ impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cause::Timeout => f.write_str("deadline exceeded: the call ran past --timeout-ms"),
+            Cause::CutOff => f.write_str("not called: the shutdown deadline had passed"),
             Cause::MemoryLimit => f.write_str("memory limit exceeded (--memory-limit)"),
             Cause::StackOverflow => f.write_str("stack overflow"),
             Cause::Trap(t) => write!(f, "trap: {t}"),
@@ -108,6 +73,7 @@ impl Cause {
     pub fn kind(&self) -> &'static str {
         match self {
             Cause::Timeout => "timeout",
+            Cause::CutOff => "cutoff",
             Cause::MemoryLimit => "memory",
             Cause::StackOverflow => "stack",
             Cause::Trap(_) => "trap",
@@ -117,7 +83,7 @@ impl Cause {
     }
 
     fn of(err: wasmtime::Error, store: &Store<HostState>) -> Cause {
-        if store.data().cap.hit {
+        if store.data().limits.memory_hit() {
             return Cause::MemoryLimit;
         }
         match err.downcast_ref::<Trap>() {
@@ -138,8 +104,6 @@ pub struct WorkerPool {
     /// Under `--isolation message`, each plugin's host state from its last instance, recycled
     /// for the next one (see `HostState::recycle`).
     spare: Vec<Option<HostState>>,
-    /// The benchmarks' baseline: every hook answered in-process, no plugin called.
-    native_echo: bool,
 }
 
 impl WorkerPool {
@@ -151,15 +115,6 @@ impl WorkerPool {
             isolation,
             shared,
             spare,
-            native_echo: false,
-        }
-    }
-
-    /// A pool that never calls a plugin and echoes every message: the benchmarks' baseline.
-    pub fn native_echo(plugins: Arc<Plugins>) -> Self {
-        WorkerPool {
-            native_echo: true,
-            ..Self::new(plugins, Isolation::Message)
         }
     }
 
@@ -170,12 +125,9 @@ impl WorkerPool {
         conn: &Connection,
         own: &mut ConnInstances,
     ) -> (Vec<Vec<u8>>, usize, Result<bool, CallError>) {
-        if self.native_echo {
-            return (Vec::new(), 0, Ok(false));
-        }
         let mut greetings = Vec::new();
         for i in 0..self.plugins.chain.len() {
-            let res = self.call(i, conn.id, own, "on-connect", |h, s| h.on_connect(s, conn));
+            let res = self.call(i, conn.id, own, "on-connect", |inst| inst.on_connect(conn));
             match res {
                 Ok(Ok(resp)) => {
                     greetings.extend(resp.reply);
@@ -200,17 +152,11 @@ impl WorkerPool {
         own: &mut ConnInstances,
         message: &[u8],
     ) -> Result<Outcome, CallError> {
-        if self.native_echo {
-            return Ok(Outcome {
-                reply: Some(message.to_vec()),
-                close: false,
-            });
-        }
         let mut msg = Cow::Borrowed(message);
         let last = self.plugins.chain.len() - 1;
         for i in 0..=last {
-            let resp = self.call(i, conn.id, own, "on-message", |h, s| {
-                h.on_message(s, conn, &msg)
+            let resp = self.call(i, conn.id, own, "on-message", |inst| {
+                inst.on_message(conn, &msg)
             })?;
             let resp = match resp {
                 Ok(resp) => resp,
@@ -240,8 +186,8 @@ impl WorkerPool {
     ) -> Vec<CallError> {
         let failed = (0..connected)
             .filter_map(|i| {
-                self.call(i, conn.id, own, "on-disconnect", |h, s| {
-                    h.on_disconnect(s, conn)
+                self.call(i, conn.id, own, "on-disconnect", |inst| {
+                    inst.on_disconnect(conn)
                 })
                 .err()
             })
@@ -271,15 +217,15 @@ impl WorkerPool {
         slot_of(&mut self.shared, self.isolation, i, own)
     }
 
-    /// Calls one hook of plugin `i` on the instance the isolation mode picks, under the call's
-    /// deadline. A trap or timeout throws the instance away.
+    /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
+    /// there is none), under the call's budget. A trap or timeout throws the instance away.
     fn call<R>(
         &mut self,
         i: usize,
         conn: u64,
         own: &mut ConnInstances,
         hook: &'static str,
-        f: impl FnOnce(&Handle, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         // Borrowed field by field: cloning the shared `Arc<Plugins>` on every call would bounce
         // its counter's cache line between the worker threads.
@@ -297,28 +243,34 @@ impl WorkerPool {
             hook,
             cause,
         };
+        // Past the shutdown cut-off the call is refused before any guest code runs.
+        let start = |store: &mut Store<HostState>| {
+            limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::CutOff))
+        };
         let slot = slot_of(shared, *isolation, i, own);
-        if slot.is_none() {
-            let mut store = plugins.new_store(plugin, spare[i].take());
-            store.data_mut().begin_call(conn, plugins.timeout);
-            match plugin.instantiate(&mut store) {
-                Ok(handle) => *slot = Some(Instance { store, handle }),
-                Err(e) => {
-                    store.data_mut().flush_output();
-                    return Err(fail(Cause::Instantiate(format!("{e:#}"))));
+        match slot {
+            Some(inst) => {
+                if let Err(e) = start(&mut inst.store) {
+                    *slot = None;
+                    return Err(e);
                 }
             }
+            None => {
+                let mut store = plugins.new_store(plugin, spare[i].take());
+                start(&mut store)?;
+                let inst = Instance::new(plugin, store)
+                    .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
+                *slot = Some(inst);
+            }
         }
-        let inst = slot.as_mut().expect("instantiated above");
-        inst.store.data_mut().begin_call(conn, plugins.timeout);
-        inst.store.set_epoch_deadline(1);
-        let res = f(&inst.handle, &mut inst.store);
+        let inst = slot.as_mut().expect("made above");
+        let res = f(inst);
         inst.store.data_mut().flush_output();
         match res {
             Ok(r) => {
                 if fresh_each_call {
                     let used = slot.take().expect("called above");
-                    spare[i] = used.store.into_data().recycle();
+                    spare[i] = used.into_state().recycle();
                 }
                 Ok(r)
             }

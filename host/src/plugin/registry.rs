@@ -3,19 +3,22 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Module, Store, UpdateDeadline};
+use wasmtime::{format_err, Engine, Module, Store};
 
 use super::bindings::{Handler, HandlerPre};
 use super::cache::{CodeCache, Source};
 use super::core_abi::{self, CorePlugin};
 use super::engine;
+use super::error::PluginError;
 use super::host_api::HostState;
+use super::instance::{Handle, Instance};
+use super::limits::{self, CutOff, Limits};
 use crate::config::Config;
-use crate::error::{Error, PluginError};
+use crate::error::Error;
 
 /// One loaded plugin, ready to instantiate cheaply any number of times.
 pub struct Plugin {
@@ -58,9 +61,9 @@ pub struct Plugins {
     pub chain: Vec<Plugin>,
     /// The per-call time budget.
     pub timeout: Duration,
-    /// Set at shutdown: from then on every call, however much budget it has left, is cut off.
-    pub cut_at: Arc<OnceLock<Instant>>,
     pub memory_limit: usize,
+    /// Read by every store: once shutdown sets it, every call past it is cut off.
+    cutoff: CutOff,
 }
 
 /// Which kind of Wasm binary a file is, from its 8-byte header.
@@ -78,7 +81,7 @@ fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
     match bytes[4..8] {
         [1, 0, 0, 0] => Ok(Kind::CoreModule),
         [_, _, 1, 0] => Ok(Kind::Component),
-        _ => Err(PluginError::Invalid(format!(
+        _ => Err(PluginError::Invalid(format_err!(
             "unknown binary version {:02x?}",
             &bytes[4..8]
         ))),
@@ -87,18 +90,15 @@ fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
 
 impl Plugins {
     /// Compiles and checks every plugin of the chain; the first that cannot be served stops it.
-    pub fn load(cfg: &Config, cutoff: super::limits::CutOff) -> Result<Plugins, Error> {
-        let engine = engine::build(cfg)
-            .map_err(|e| Error::Runtime(e.context("cannot set up the WebAssembly engine")))?;
-        let core_linker = core_abi::linker(&engine)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the core ABI: {e:#}")))?;
+    /// Every call of theirs is cut off once `cutoff` passes (the server sets it at shutdown).
+    pub fn load(cfg: &Config, cutoff: CutOff) -> Result<Plugins, Error> {
+        let engine = engine::build(cfg).map_err(runtime("cannot set up the WebAssembly engine"))?;
+        let core_linker = core_abi::linker(&engine).map_err(runtime("linking the core ABI"))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking WASI: {e:#}")))?;
-        super::host_api::link_capped_clock(&mut linker)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the capped clock: {e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime("linking WASI"))?;
+        limits::link_capped_clock(&mut linker).map_err(runtime("linking the capped clock"))?;
         Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("linking the host API: {e:#}")))?;
+            .map_err(runtime("linking the host API"))?;
 
         let cache = cfg.cache_dir.as_ref().and_then(|dir| {
             CodeCache::open(&dir.join("compiled"))
@@ -109,10 +109,10 @@ impl Plugins {
             engine,
             chain: Vec::new(),
             timeout: cfg.timeout,
-            cut_at: cutoff.0,
             memory_limit: cfg.memory_limit,
+            cutoff,
         };
-        // Each tick makes running calls check their deadline (see `new_store`); the thread ends
+        // Each tick makes running calls check their deadline (see `limits`); the thread ends
         // with the engine.
         engine::spawn_ticker(&plugins.engine)
             .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot start the epoch thread: {e}")))?;
@@ -148,7 +148,7 @@ impl Plugins {
         let mut bytes = std::fs::read(path).map_err(PluginError::Read)?;
         if path.extension().is_some_and(|e| e == "wat") {
             bytes = wat::parse_bytes(&bytes)
-                .map_err(|e| PluginError::BadText(e.to_string()))?
+                .map_err(PluginError::BadText)?
                 .into_owned();
         }
         let started = Instant::now();
@@ -163,7 +163,7 @@ impl Plugins {
                     }),
                     None => Module::new(&self.engine, &bytes),
                 }
-                .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                .map_err(PluginError::Invalid)?;
                 imports = module
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -178,7 +178,7 @@ impl Plugins {
                     }),
                     None => Component::new(&self.engine, &bytes),
                 }
-                .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+                .map_err(PluginError::Invalid)?;
                 imports = component
                     .component_type()
                     .imports(&self.engine)
@@ -186,10 +186,8 @@ impl Plugins {
                     .collect();
                 let pre = linker
                     .instantiate_pre(&component)
-                    .map_err(|e| PluginError::RefusedImport(format!("{e:#}")))?;
-                PluginKind::Component(
-                    HandlerPre::new(pre).map_err(|e| PluginError::WrongWorld(format!("{e:#}")))?,
-                )
+                    .map_err(PluginError::RefusedImport)?;
+                PluginKind::Component(HandlerPre::new(pre).map_err(PluginError::WrongWorld)?)
             }
         };
         let plugin = Plugin {
@@ -202,60 +200,52 @@ impl Plugins {
             load_time: started.elapsed(),
             cached: source == Source::Cache,
         };
-        // One trial instance catches start-up traps and pool limits now, not at the first client.
+        // One trial instance, in a call of its own, catches start-up traps and pool limits now,
+        // not at the first client.
         let mut store = self.new_store(&plugin, None);
-        let res = plugin.instantiate(&mut store);
-        store.data_mut().flush_output();
-        res.map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        limits::start_call(&mut store, 0, self.timeout)
+            .map_err(|e| PluginError::Instantiate(wasmtime::Error::new(e)))?;
+        let mut trial = Instance::new(&plugin, store).map_err(PluginError::Instantiate)?;
+        trial.store.data_mut().flush_output();
         Ok(plugin)
     }
 
-    /// A store for one instance of `plugin`, with its budgets set. `reuse` is the state of an
-    /// earlier store of the same plugin, made ready by [`HostState::recycle`]; without it a new
-    /// state is built.
+    /// A store for one instance of `plugin`, under this server's budgets. `reuse` is the state
+    /// of an earlier store of the same plugin, made ready by [`HostState::recycle`]; without it
+    /// a new state is built.
     pub fn new_store(&self, plugin: &Plugin, reuse: Option<HostState>) -> Store<HostState> {
         let state = reuse.unwrap_or_else(|| {
             HostState::new(
                 plugin.name.clone(),
                 plugin.config.clone(),
-                self.memory_limit,
                 matches!(plugin.kind, PluginKind::Core(_)),
-                self.cut_at.clone(),
+                Limits::new(self.memory_limit, self.cutoff.clone()),
             )
         });
-        let mut store = Store::new(&self.engine, state);
-        store.data_mut().begin_call(0, self.timeout);
-        store.limiter(|s| &mut s.cap);
-        // Every epoch tick during a call asks the wall clock whether the call is over budget,
-        // so the deadline holds however late the ticker runs, and after a guest's clamped sleep.
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if ctx.data().call_overdue() {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Continue(1)
-            })
-        });
-        store.set_epoch_deadline(1);
-        store
+        limits::new_store(&self.engine, state)
+    }
+
+    /// The shutdown cut-off every call of these plugins obeys; the server sets it.
+    pub fn cutoff(&self) -> &CutOff {
+        &self.cutoff
     }
 }
 
+/// Wraps a failure to set up the engine or a linker with what was being set up, keeping
+/// wasmtime's cause chain.
+fn runtime(what: &'static str) -> impl FnOnce(wasmtime::Error) -> Error {
+    move |e| Error::Runtime(anyhow::Error::from_boxed(e.into_boxed_dyn_error()).context(what))
+}
+
 impl Plugin {
-    /// A fresh instance in `store` (made by [`Plugins::new_store`] for this plugin).
+    /// A fresh instance's entry points in `store` (made by [`Plugins::new_store`] for this
+    /// plugin); [`Instance::new`] wraps them with their store.
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Handle> {
         Ok(match &self.kind {
             PluginKind::Component(pre) => Handle::Component(pre.instantiate(store)?),
             PluginKind::Core(core) => Handle::Core(core.instantiate(store)?),
         })
     }
-}
-
-/// A live instance's entry points, of either kind.
-// Made once per instance and kept in place beside its store: boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum Handle {
-    Component(Handler),
-    Core(core_abi::CoreInstance),
 }
 
 fn ms(d: Duration) -> f64 {

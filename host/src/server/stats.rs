@@ -21,6 +21,7 @@ pub struct Stats {
     traps: AtomicU64,
     err_results: AtomicU64,
     instantiate: AtomicU64,
+    cut_off: AtomicU64,
     worker_panics: AtomicU64,
 }
 
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub traps: u64,
     pub err_results: u64,
     pub instantiate: u64,
+    /// Hooks not called because the shutdown deadline had passed (not plugin errors).
+    pub cut_off: u64,
     /// Worker threads that panicked (the server then stops and exits non-zero).
     pub worker_panics: u64,
 }
@@ -72,6 +75,7 @@ impl Stats {
             traps: self.traps.load(Relaxed),
             err_results: self.err_results.load(Relaxed),
             instantiate: self.instantiate.load(Relaxed),
+            cut_off: self.cut_off.load(Relaxed),
             worker_panics: self.worker_panics.load(Relaxed),
         }
     }
@@ -103,9 +107,15 @@ impl Stats {
         self.worker_panics.fetch_add(1, Relaxed);
     }
 
-    /// Logs a failed plugin call with its cause and counts it by kind.
+    /// Logs a failed plugin call with its cause and counts it by kind. A hook shutdown did not
+    /// let start is only counted: at a shutdown timeout there is one per connection left.
     pub(crate) fn plugin_failed(&self, e: &CallError, conn: u64) {
         let counter = match e.cause {
+            Cause::CutOff => {
+                self.cut_off.fetch_add(1, Relaxed);
+                tracing::debug!(plugin = &*e.plugin, conn, hook = e.hook, "{}", e.cause);
+                return;
+            }
             Cause::Timeout => &self.timeouts,
             Cause::MemoryLimit => &self.memory,
             Cause::StackOverflow => &self.stack,
@@ -137,6 +147,7 @@ impl Stats {
             stack = s.stack,
             traps = s.traps,
             err_results = s.err_results,
+            cut_off = s.cut_off,
             worker_panics = s.worker_panics,
             "stopped"
         );

@@ -153,9 +153,11 @@ fn shutdown_ends_within_its_timeout_plus_one_tick_even_with_a_call_stuck() {
     assert!(result.is_ok(), "{result:?}");
     let stats = running.stats.snapshot();
     assert_eq!(stats.timeouts, 1, "the stuck call is cut off: {stats:?}");
+    // The worker noticed the shutdown only then: no on-disconnect may start past the deadline.
+    assert_eq!(stats.cut_off, 21, "{stats:?}");
     assert_eq!((stats.open, stats.closed), (0, 21), "{stats:?}");
     // One epoch tick, plus room for thread wake-ups on a busy machine.
-    let bound = grace + crate::plugin::engine::TICK + Duration::from_millis(100);
+    let bound = grace + crate::plugin::limits::TICK + Duration::from_millis(100);
     assert!(took <= bound, "a {grace:?} shutdown took {took:?}");
     assert!(
         took >= grace - Duration::from_millis(5),

@@ -1,0 +1,67 @@
+//! A live plugin instance: its store and its entry points, of either kind (component or core
+//! module), and the hooks called on it.
+
+use wasmtime::Store;
+
+use super::bindings::{Connection, Handler, Response};
+use super::core_abi::CoreInstance;
+use super::host_api::HostState;
+use super::registry::Plugin;
+
+/// What a hook returns: a trap or a host error (outer), or the plugin's own `ok`/`err` (inner).
+pub type HookResult = wasmtime::Result<Result<Response, String>>;
+
+/// A live instance's entry points, of either kind.
+// Made once per instance and kept in place beside its store: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Handle {
+    Component(Handler),
+    Core(CoreInstance),
+}
+
+/// A live instance of one plugin, with the store that owns its memory and budgets.
+pub struct Instance {
+    pub(super) store: Store<HostState>,
+    handle: Handle,
+}
+
+impl Instance {
+    /// Instantiates `plugin` in `store`, whose call has been started (`limits::start_call`):
+    /// start-up code runs within that call's budget. On failure the store is dropped after
+    /// logging what the plugin printed.
+    pub fn new(plugin: &Plugin, mut store: Store<HostState>) -> wasmtime::Result<Instance> {
+        match plugin.instantiate(&mut store) {
+            Ok(handle) => Ok(Instance { store, handle }),
+            Err(e) => {
+                store.data_mut().flush_output();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn on_connect(&mut self, conn: &Connection) -> HookResult {
+        match &self.handle {
+            Handle::Component(h) => h.call_on_connect(&mut self.store, conn),
+            Handle::Core(c) => c.on_connect(&mut self.store, conn),
+        }
+    }
+
+    pub fn on_message(&mut self, conn: &Connection, msg: &[u8]) -> HookResult {
+        match &self.handle {
+            Handle::Component(h) => h.call_on_message(&mut self.store, conn, msg),
+            Handle::Core(c) => c.on_message(&mut self.store, conn.id, msg),
+        }
+    }
+
+    pub fn on_disconnect(&mut self, conn: &Connection) -> wasmtime::Result<()> {
+        match &self.handle {
+            Handle::Component(h) => h.call_on_disconnect(&mut self.store, conn),
+            Handle::Core(c) => c.on_disconnect(&mut self.store, conn.id),
+        }
+    }
+
+    /// The host state, for the next instance of the same plugin (see `HostState::recycle`).
+    pub fn into_state(self) -> HostState {
+        self.store.into_data()
+    }
+}
