@@ -1,0 +1,345 @@
+//! Starting the real `sandport` binary: as a server on a free port, or expecting a startup
+//! failure.
+
+use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{
+    log_field, proc_status_field, sandport_bin, Client, LogBuffer, RssSampler, TempDir,
+    STARTUP_TIMEOUT,
+};
+
+/// Builder for a `sandport` child process.
+pub struct ServerBuilder {
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    listen: bool,
+}
+
+impl ServerBuilder {
+    pub fn new() -> ServerBuilder {
+        ServerBuilder {
+            args: Vec::new(),
+            envs: Vec::new(),
+            cwd: None,
+            listen: true,
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Adds `--plugin PATH`.
+    pub fn plugin(self, path: impl AsRef<OsStr>) -> Self {
+        self.arg("--plugin").arg(path)
+    }
+
+    /// Adds `--config VALUE`.
+    pub fn config(self, kv: &str) -> Self {
+        self.arg("--config").arg(kv)
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    /// Runs the child in `dir` (default: a fresh empty temp dir).
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// Do not add `--listen 127.0.0.1:0` (the test passes its own `--listen`).
+    pub fn no_default_listen(mut self) -> Self {
+        self.listen = false;
+        self
+    }
+
+    fn command(&self, default_cwd: &Path) -> Command {
+        let mut cmd = Command::new(sandport_bin());
+        if self.listen {
+            cmd.arg("--listen").arg("127.0.0.1:0");
+        }
+        cmd.args(&self.args);
+        // A predictable environment: no SANDPORT_* leaking in from the outside, no colours.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SANDPORT_") {
+                cmd.env_remove(&k);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        cmd.env("NO_COLOR", "1");
+        cmd.env_remove("RUST_BACKTRACE");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(self.cwd.as_deref().unwrap_or(default_cwd));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Spawns the server and waits for `listening on ADDR`; panics (with the log) when it exits
+    /// or does not listen within [`STARTUP_TIMEOUT`].
+    pub fn start(self) -> Server {
+        let workdir = TempDir::new("cwd");
+        let mut cmd = self.command(workdir.path());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", sandport_bin().display()));
+        let (logs, _) = LogBuffer::capture(child.stderr.take().unwrap());
+        let (stdout, _) = LogBuffer::capture(child.stdout.take().unwrap());
+        let line = logs.wait_for(STARTUP_TIMEOUT, |l| l.contains("listening on"));
+        let addr = line.as_deref().and_then(parse_listen_addr);
+        let addr = match addr {
+            Some(a) => a,
+            None => {
+                let _ = child.kill();
+                let status = child.wait();
+                // Let the reader threads pick up the tail of the output.
+                logs.wait_for(Duration::from_secs(2), |_| false);
+                panic!(
+                    "server did not report `listening on ADDR` (found line: {line:?}); \
+                     exit status {status:?}; args {:?}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+                    self.args,
+                    logs.dump(),
+                    stdout.dump()
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            logs,
+            stdout,
+            exit: None,
+            _workdir: workdir,
+        }
+    }
+
+    /// Runs the binary expecting it to fail at startup; returns (exit code, stderr).
+    /// Panics if it starts listening instead, is killed by a signal, or runs for more than 60s.
+    pub fn run_expect_failure(self) -> (i32, String) {
+        let workdir = TempDir::new("cwd");
+        let mut cmd = self.command(workdir.path());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", sandport_bin().display()));
+        let (logs, err_thread) = LogBuffer::capture(child.stderr.take().unwrap());
+        let (_stdout, out_thread) = LogBuffer::capture(child.stdout.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if logs.lines().iter().any(|l| l.contains("listening on")) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "expected sandport {:?} to fail at startup, but it started listening:\n{}",
+                    self.args,
+                    logs.dump()
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sandport {:?} neither failed nor listened within 60s:\n{}",
+                    self.args,
+                    logs.dump()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let _ = err_thread.join();
+        let _ = out_thread.join();
+        let code = status.code().unwrap_or_else(|| {
+            panic!(
+                "sandport {:?} was killed by a signal ({status:?}):\n{}",
+                self.args,
+                logs.dump()
+            )
+        });
+        (code, logs.dump())
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs sandport with `args` (plus `--listen 127.0.0.1:0`) expecting a startup failure.
+pub fn run_expect_failure<I, S>(args: I) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    ServerBuilder::new().args(args).run_expect_failure()
+}
+
+/// Pulls `IP:PORT` out of a `listening on IP:PORT` line (text or JSON log format).
+pub fn parse_listen_addr(line: &str) -> Option<SocketAddr> {
+    let idx = line.find("listening on")?;
+    let rest = line[idx + "listening on".len()..].trim_start_matches([' ', '=', ':', '"']);
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    token.parse().ok()
+}
+
+/// A running `sandport`; killed (SIGKILL) on drop. On a panicking test its log is printed.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub logs: LogBuffer,
+    pub stdout: LogBuffer,
+    exit: Option<ExitStatus>,
+    _workdir: TempDir,
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Connects a new client.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Waits for a log line containing `pattern`; panics with the whole log on timeout.
+    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) -> String {
+        self.wait_for_log_where(timeout, &format!("a line containing {pattern:?}"), |l| {
+            l.contains(pattern)
+        })
+    }
+
+    /// Waits for a log line satisfying `pred`; panics with `what` and the whole log on timeout.
+    pub fn wait_for_log_where(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        match self.logs.wait_for(timeout, pred) {
+            Some(l) => l,
+            None => panic!(
+                "no log line matched ({what}) within {timeout:?}\n--- server log ---\n{}",
+                self.logs.dump()
+            ),
+        }
+    }
+
+    /// Waits for the `connection closed` line of connection `id` (matched on the `conn=` field).
+    pub fn wait_for_close_log(&self, id: u64, timeout: Duration) -> String {
+        let id = id.to_string();
+        self.wait_for_log_where(timeout, &format!("connection closed conn={id}"), |l| {
+            l.contains("connection closed") && log_field(l, "conn").as_deref() == Some(&id)
+        })
+    }
+
+    /// Every log line so far containing `pattern`.
+    pub fn log_lines_containing(&self, pattern: &str) -> Vec<String> {
+        self.logs.matching(|l| l.contains(pattern))
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: i32) {
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.exit {
+            return Some(s);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                self.exit = Some(s);
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.exit.is_none() && self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Number of threads of the server process (from /proc/PID/status).
+    pub fn threads(&self) -> u64 {
+        proc_status_field(self.pid(), "Threads")
+            .unwrap_or_else(|| panic!("no Threads in /proc/{}/status", self.pid()))
+    }
+
+    /// Resident set size of the server process in KiB (from /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_field(self.pid(), "VmRSS")
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{}/status", self.pid()))
+    }
+
+    /// Starts sampling the server's RSS every 10ms in the background.
+    pub fn rss_sampler(&self) -> RssSampler {
+        RssSampler::start(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            // Give the reader thread a moment to drain the pipe, then show the log.
+            self.logs.wait_for(Duration::from_millis(500), |_| false);
+            eprintln!(
+                "--- sandport log (pid {}, {}) ---\n{}\n--- end of sandport log ---",
+                self.child.id(),
+                self.addr,
+                self.logs.dump()
+            );
+            let out = self.stdout.dump();
+            if !out.is_empty() {
+                eprintln!("--- sandport stdout ---\n{out}\n--- end of stdout ---");
+            }
+        }
+    }
+}
