@@ -1,17 +1,27 @@
-//! Starting the real `sandport` binary: as a server on a free port, or expecting a startup
-//! failure.
+//! Starting the real `sandport` binary: as a server on a free port, or to completion (startup
+//! failures, the `check` and `call` subcommands).
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use super::{
-    log_field, proc_status_field, sandport_bin, Client, LogBuffer, RssSampler, TempDir,
-    STARTUP_TIMEOUT,
+    eventually, log_field, proc_status_field, run_cache_dir, sandport_bin, Client, LogBuffer,
+    RssSampler, TempDir, STARTUP_TIMEOUT,
 };
+
+/// How long a run to completion (a startup failure, `check`, `call`) may take.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Plugins from this size on (Python, JavaScript) take seconds to compile: see
+/// [`ServerBuilder::first_loads`].
+const LARGE_PLUGIN_BYTES: u64 = 1 << 20;
 
 /// Builder for a `sandport` child process.
 pub struct ServerBuilder {
@@ -19,6 +29,13 @@ pub struct ServerBuilder {
     envs: Vec<(OsString, OsString)>,
     cwd: Option<PathBuf>,
     listen: bool,
+}
+
+/// What a run to completion printed, and its exit code.
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl ServerBuilder {
@@ -71,10 +88,59 @@ impl ServerBuilder {
         self
     }
 
-    /// Do not add `--listen 127.0.0.1:0` (the test passes its own `--listen`).
+    /// Do not add `--listen 127.0.0.1:0` (the test passes its own `--listen`, or runs a
+    /// subcommand).
     pub fn no_default_listen(mut self) -> Self {
         self.listen = false;
         self
+    }
+
+    /// Whether the test chose the compile cache itself (a folder, or none).
+    fn chooses_its_cache(&self) -> bool {
+        let flag = |a: &OsString| {
+            let a = a.to_string_lossy();
+            a == "--no-cache" || a == "--cache-dir" || a.starts_with("--cache-dir=")
+        };
+        self.args.iter().any(flag)
+            || self
+                .envs
+                .iter()
+                .any(|(k, _)| k == "SANDPORT_CACHE_DIR" || k == "SANDPORT_NO_CACHE")
+    }
+
+    /// The large plugins (`--plugin PATH`, absolute) no server of this run has loaded yet, each
+    /// locked: a server starting with one compiles it into the run's compile cache while the
+    /// others starting with it wait, then load it from there, instead of all compiling it at
+    /// once. Set each to `true` once the server has loaded them (a panic instead leaves the next
+    /// server to try). Locked in path order, so that two chains cannot wait for each other.
+    fn first_loads(&self) -> Vec<MutexGuard<'static, bool>> {
+        static LOADED: Mutex<BTreeMap<PathBuf, &'static Mutex<bool>>> = Mutex::new(BTreeMap::new());
+        if self.chooses_its_cache() {
+            return Vec::new();
+        }
+        let mut large: Vec<PathBuf> = self
+            .args
+            .windows(2)
+            .filter(|w| w[0] == "--plugin")
+            .map(|w| PathBuf::from(&w[1]))
+            .filter(|p| {
+                p.is_absolute() && std::fs::metadata(p).is_ok_and(|m| m.len() >= LARGE_PLUGIN_BYTES)
+            })
+            .collect();
+        large.sort();
+        large.dedup();
+        let locks: Vec<&'static Mutex<bool>> = {
+            let mut all = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+            large
+                .into_iter()
+                .map(|p| *all.entry(p).or_insert_with(|| Box::leak(Box::default())))
+                .collect()
+        };
+        locks
+            .into_iter()
+            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
+            .filter(|loaded| !**loaded)
+            .collect()
     }
 
     fn command(&self, default_cwd: &Path) -> Command {
@@ -89,6 +155,9 @@ impl ServerBuilder {
                 cmd.env_remove(&k);
             }
         }
+        if !self.chooses_its_cache() {
+            cmd.env("SANDPORT_CACHE_DIR", run_cache_dir());
+        }
         cmd.env("RUST_LOG", "info");
         cmd.env("NO_COLOR", "1");
         cmd.env_remove("RUST_BACKTRACE");
@@ -102,14 +171,21 @@ impl ServerBuilder {
         cmd
     }
 
+    /// Spawns the child in its working directory (a fresh one unless [`Self::cwd`] was given).
+    fn spawn(&self) -> (Child, TempDir) {
+        let workdir = TempDir::new("cwd");
+        let child = self
+            .command(workdir.path())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", sandport_bin().display()));
+        (child, workdir)
+    }
+
     /// Spawns the server and waits for `listening on ADDR`; panics (with the log) when it exits
     /// or does not listen within [`STARTUP_TIMEOUT`].
     pub fn start(self) -> Server {
-        let workdir = TempDir::new("cwd");
-        let mut cmd = self.command(workdir.path());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", sandport_bin().display()));
+        let first_loads = self.first_loads();
+        let (mut child, workdir) = self.spawn();
         let (logs, _) = LogBuffer::capture(child.stderr.take().unwrap());
         let (stdout, _) = LogBuffer::capture(child.stdout.take().unwrap());
         let line = logs.wait_for(STARTUP_TIMEOUT, |l| l.contains("listening on"));
@@ -130,6 +206,9 @@ impl ServerBuilder {
                 );
             }
         };
+        for mut loaded in first_loads {
+            *loaded = true;
+        }
         Server {
             child,
             addr,
@@ -141,50 +220,71 @@ impl ServerBuilder {
     }
 
     /// Runs the binary expecting it to fail at startup; returns (exit code, stderr).
-    /// Panics if it starts listening instead, is killed by a signal, or runs for more than 60s.
+    /// Panics if it starts listening instead, is killed by a signal, or runs for more than
+    /// [`RUN_TIMEOUT`].
     pub fn run_expect_failure(self) -> (i32, String) {
-        let workdir = TempDir::new("cwd");
-        let mut cmd = self.command(workdir.path());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", sandport_bin().display()));
+        let (mut child, _workdir) = self.spawn();
         let (logs, err_thread) = LogBuffer::capture(child.stderr.take().unwrap());
         let (_stdout, out_thread) = LogBuffer::capture(child.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
+        let outcome = eventually(RUN_TIMEOUT, || {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
+                return Some(Ok(status));
             }
-            if logs.lines().iter().any(|l| l.contains("listening on")) {
+            let listening = logs.lines().iter().any(|l| l.contains("listening on"));
+            listening.then_some(Err("it started listening"))
+        });
+        let status = match outcome {
+            Some(Ok(status)) => status,
+            failure => {
                 let _ = child.kill();
                 let _ = child.wait();
+                let why = match failure {
+                    Some(Err(why)) => why.to_string(),
+                    _ => format!("it neither failed nor listened within {RUN_TIMEOUT:?}"),
+                };
                 panic!(
-                    "expected sandport {:?} to fail at startup, but it started listening:\n{}",
+                    "expected sandport {:?} to fail at startup, but {why}:\n{}",
                     self.args,
                     logs.dump()
                 );
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "sandport {:?} neither failed nor listened within 60s:\n{}",
-                    self.args,
-                    logs.dump()
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
         };
         let _ = err_thread.join();
         let _ = out_thread.join();
-        let code = status.code().unwrap_or_else(|| {
+        (self.exit_code(status, &logs.dump()), logs.dump())
+    }
+
+    /// Runs the binary to completion (a subcommand such as `check` or `call`, with
+    /// [`Self::no_default_listen`]); panics if it runs for more than [`RUN_TIMEOUT`] or is
+    /// killed by a signal.
+    pub fn run(self) -> Finished {
+        let (mut child, _workdir) = self.spawn();
+        let stdout = read_to_end_in_background(child.stdout.take().unwrap());
+        let stderr = read_to_end_in_background(child.stderr.take().unwrap());
+        let status = wait_child(&mut child, RUN_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
             panic!(
-                "sandport {:?} was killed by a signal ({status:?}):\n{}",
-                self.args,
-                logs.dump()
+                "sandport {:?} did not finish within {RUN_TIMEOUT:?}",
+                self.args
             )
         });
-        (code, logs.dump())
+        let stdout = String::from_utf8_lossy(&stdout.join().unwrap()).into_owned();
+        let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+        Finished {
+            code: self.exit_code(status, &stderr),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn exit_code(&self, status: ExitStatus, stderr: &str) -> i32 {
+        status.code().unwrap_or_else(|| {
+            panic!(
+                "sandport {:?} was killed by a signal ({status:?}):\n{stderr}",
+                self.args
+            )
+        })
     }
 }
 
@@ -201,6 +301,21 @@ where
     S: AsRef<OsStr>,
 {
     ServerBuilder::new().args(args).run_expect_failure()
+}
+
+/// Reads `stream` to its end on a thread of its own (so that a full pipe never blocks the
+/// child); join the handle for the bytes.
+fn read_to_end_in_background<R: Read + Send + 'static>(mut stream: R) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Waits up to `timeout` for `child` to exit.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    eventually(timeout, || child.try_wait().expect("try_wait"))
 }
 
 /// Pulls `IP:PORT` out of a `listening on IP:PORT` line (text or JSON log format).
@@ -282,20 +397,10 @@ impl Server {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        if let Some(s) = self.exit {
-            return Some(s);
+        if self.exit.is_none() {
+            self.exit = wait_child(&mut self.child, timeout);
         }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                self.exit = Some(s);
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        self.exit
     }
 
     /// Whether the process is still running.
