@@ -1,8 +1,9 @@
 //! Shared helpers for the integration tests: start the real `sandport` binary, capture its log,
-//! talk TCP to it with bounded reads, and look at the process through /proc.
+//! talk TCP to it with bounded reads, and look at the process and its sockets through /proc.
 //!
 //! Every blocking operation here has a timeout, so a misbehaving host makes a test fail instead
-//! of hanging the whole suite.
+//! of hanging the whole suite. Tests wait for the state they need ([`eventually`],
+//! [`wait_until`], [`Server::wait_until_read`], log lines) rather than for a fixed time.
 
 #![allow(dead_code)]
 
@@ -29,7 +30,10 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default timeout when waiting for a log line.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Retries `f` every 20ms until it returns Some or `timeout` passes.
+/// How often [`eventually`] looks again: the polling period, not a wait for some state.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Retries `f` every few milliseconds until it returns Some or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -39,6 +43,13 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() >= deadline {
             return None;
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Waits until `condition` holds; panics naming `what` if it does not within `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    if eventually(timeout, || condition().then_some(())).is_none() {
+        panic!("timed out after {timeout:?} waiting until {what}");
     }
 }

@@ -12,8 +12,9 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::{
-    eventually, log_field, proc_status_field, run_cache_dir, sandport_bin, Client, LogBuffer,
-    RssSampler, TempDir, STARTUP_TIMEOUT,
+    eventually, log_field, proc_status_field, run_cache_dir, sandport_bin, sent_bytes_read,
+    socket_inodes, tcp_sockets, wait_until, Client, LogBuffer, RssSampler, TempDir, REPLY_TIMEOUT,
+    STARTUP_TIMEOUT, TCP_LISTEN,
 };
 
 /// How long a run to completion (a startup failure, `check`, `call`) may take.
@@ -387,6 +388,26 @@ impl Server {
     /// Every log line so far containing `pattern`.
     pub fn log_lines_containing(&self, pattern: &str) -> Vec<String> {
         self.logs.matching(|l| l.contains(pattern))
+    }
+
+    /// Waits until the server has read every byte `client` sent so far (the kernel holds none
+    /// of them any more, on either side). A server reads a message right before handling it,
+    /// so once a message that makes the plugin work for a while is read, that call is running.
+    pub fn wait_until_read(&self, client: &Client) {
+        let (from, to) = (client.local_addr(), self.addr);
+        wait_until(
+            &format!("the server reads what {from} sent"),
+            REPLY_TIMEOUT,
+            || sent_bytes_read(from, to),
+        );
+    }
+
+    /// Whether the server process still has its listening socket open.
+    pub fn is_listening(&self) -> bool {
+        let mine = socket_inodes(self.pid());
+        tcp_sockets()
+            .iter()
+            .any(|s| s.state == TCP_LISTEN && s.local == self.addr && mine.contains(&s.inode))
     }
 
     /// Sends a signal to the server process.
