@@ -1,26 +1,61 @@
 //! The same `upper` behaviour from a plugin in every supported language, components and core
-//! modules alike; each language's own tests (`lang_*.rs`) call [`check_upper`] for its build.
+//! modules alike: the checks below, run for each language by [`common_tests!`] in its module
+//! (`languages/<lang>.rs`, next to the tests of that language's own plugins and quirks).
 
 use std::time::Duration;
 
 use crate::support::*;
 
+/// Generates one `#[test]` per check named, calling the function of the same name in this
+/// module for `lang` (and the arguments given, if any); attributes and doc comments before a
+/// check go on its test:
+///
+/// ```ignore
+/// common_tests! { "zig":
+///     upper;
+///     /// Why a 4 MiB cap is enough.
+///     memory_reuse("4MiB", 1_000_000, "");
+/// }
+/// ```
+macro_rules! common_tests {
+    ($lang:literal: $($(#[$attr:meta])* $check:ident $(($($arg:expr),* $(,)?))?;)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $check() {
+                crate::languages::$check($lang $($(, $arg)*)?);
+            }
+        )+
+    };
+}
+use common_tests;
+
+mod assemblyscript;
+mod c;
+mod go;
+mod js;
+mod python;
+mod wat;
+mod zig;
+
 /// `upper-<lang>` upper-cases, honours `prefix`, logs through the host (a debug line containing
 /// "upper-cased"), keeps the connection open, and behaves the same under every isolation mode
 /// (a core module's allocator must not leak or corrupt across calls on a reused instance).
-pub fn check_upper(lang: &str) {
-    check_upper_at(lang, &test_plugin(&format!("upper-{lang}")));
+fn upper(lang: &str) {
+    upper_at(lang, &test_plugin(&format!("upper-{lang}")));
 }
 
-/// The Rust `upper` is the example in `plugins/`; the same checks, under the same naming.
-#[test]
-fn upper_rust() {
-    let dir = TempDir::new("upper-rust");
-    let path = dir.copy(&plugin("upper"), "upper-rust.wasm");
-    check_upper_at("rust", &path);
+mod rust {
+    /// The Rust `upper` is the example in `plugins/`; the same checks, under the same naming.
+    #[test]
+    fn upper() {
+        let dir = crate::support::TempDir::new("upper-rust");
+        let path = dir.copy(&crate::support::plugin("upper"), "upper-rust.wasm");
+        super::upper_at("rust", &path);
+    }
 }
 
-fn check_upper_at(lang: &str, path: &std::path::Path) {
+fn upper_at(lang: &str, path: &std::path::Path) {
     let name = format!("upper-{lang}");
     for isolation in ["message", "connection", "worker"] {
         let server = Server::builder()
@@ -57,7 +92,7 @@ fn check_upper_at(lang: &str, path: &std::path::Path) {
 /// messages of 40 KB each (16 MB in all, with their replies), then one of `big` bytes, then a
 /// small one, all get through with `prefix` (none if empty): the plugin gives back what it
 /// frees, so it never runs out.
-pub fn check_memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &str) {
+fn memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &str) {
     let name = format!("upper-{lang}");
     let mut builder = Server::builder().plugin(test_plugin(&name)).args([
         "--isolation",
@@ -86,7 +121,7 @@ pub fn check_memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &s
 }
 
 /// Only ASCII letters change; every other byte (UTF-8 or not) comes back as it was.
-pub fn check_ascii_only(lang: &str) {
+fn ascii_only(lang: &str) {
     let server = Server::builder()
         .plugin(test_plugin(&format!("upper-{lang}")))
         .start();
@@ -98,7 +133,7 @@ pub fn check_ascii_only(lang: &str) {
 
 /// A 1000-byte `prefix` (longer than a first guess at a buffer) arrives whole, call after call
 /// on one long-lived instance.
-pub fn check_long_prefix(lang: &str) {
+fn long_prefix(lang: &str) {
     let name = format!("upper-{lang}");
     let prefix = "p".repeat(1000);
     let server = Server::builder()

@@ -1,4 +1,4 @@
-//! Plugins written in python, built from source by guest-plugins/python/build.sh.
+//! Plugins written in Python, built from source by guest-plugins/python/build.sh.
 //!
 //! These components bundle a CPython interpreter (about 18 MB each); the host compiles them at
 //! start unless its compile cache already holds them, so each test starts as few servers as it
@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use crate::support::*;
 
-#[test]
-fn upper_python() {
-    crate::languages::check_upper("python");
+super::common_tests! { "python":
+    upper;
 }
 
 /// Sends `command` and expects the reply line `expected`.

@@ -1,4 +1,4 @@
-//! Plugins written in js, built from source by guest-plugins/js/build.sh.
+//! Plugins written in JavaScript, built from source by guest-plugins/js/build.sh.
 //!
 //! These components embed the SpiderMonkey engine (about 12 MB each); the host compiles them at
 //! start unless its compile cache already holds them, so each test starts as few servers as it
@@ -6,9 +6,8 @@
 
 use crate::support::*;
 
-#[test]
-fn upper_js() {
-    crate::languages::check_upper("js");
+super::common_tests! { "js":
+    upper;
 }
 
 fn router(config: &[&str]) -> Server {
