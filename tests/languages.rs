@@ -2,8 +2,6 @@
 //! modules alike: the checks below, run for each language by [`common_tests!`] in its module
 //! (`languages/<lang>.rs`, next to the tests of that language's own plugins and quirks).
 
-use std::time::Duration;
-
 use crate::support::*;
 
 /// Generates one `#[test]` per check named, calling the function of the same name in this
@@ -72,11 +70,7 @@ fn upper_at(lang: &str, path: &std::path::Path) {
         c.expect_line("A-B_C 123 {X}");
         c.send_line("");
         c.expect_line("");
-        let line = server.wait_for_log("upper-cased", Duration::from_secs(5));
-        assert!(
-            line.contains(&name),
-            "log line not tagged with the plugin: {line}"
-        );
+        server.wait_for_plugin_log("upper-cased", &name);
     }
 
     let server = Server::builder()
@@ -131,16 +125,21 @@ fn ascii_only(lang: &str) {
     assert_eq!(line, b"STRA\xc3\x9fE \xff\xfe Z@[`{\n");
 }
 
+/// A server running `upper-<lang>` with the setting `prefix`, under `--isolation isolation`.
+fn prefixed_upper(lang: &str, prefix: &str, isolation: &str) -> Server {
+    let name = format!("upper-{lang}");
+    Server::builder()
+        .plugin(test_plugin(&name))
+        .config(&format!("{name}.prefix={prefix}"))
+        .args(["--isolation", isolation])
+        .start()
+}
+
 /// A 1000-byte `prefix` (longer than a first guess at a buffer) arrives whole, call after call
 /// on one long-lived instance.
 fn long_prefix(lang: &str) {
-    let name = format!("upper-{lang}");
     let prefix = "p".repeat(1000);
-    let server = Server::builder()
-        .plugin(test_plugin(&name))
-        .config(&format!("{name}.prefix={prefix}"))
-        .args(["--isolation", "worker"])
-        .start();
+    let server = prefixed_upper(lang, &prefix, "worker");
     let mut c = server.connect();
     for _ in 0..3 {
         c.send_line("hi");

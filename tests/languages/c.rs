@@ -35,11 +35,7 @@ fn changes_ascii_letters_only() {
 #[test]
 fn long_prefix_and_empty_message() {
     let prefix = "p".repeat(5000);
-    let server = Server::builder()
-        .plugin(test_plugin("upper-c"))
-        .config(&format!("upper-c.prefix={prefix}"))
-        .args(["--isolation", "connection"])
-        .start();
+    let server = super::prefixed_upper("c", &prefix, "connection");
     let mut c = server.connect();
     for _ in 0..3 {
         c.send_line("hi");

@@ -17,11 +17,7 @@ super::common_tests! { "go":
 #[test]
 fn unicode_and_long_prefix() {
     let prefix = "p".repeat(1000);
-    let server = Server::builder()
-        .plugin(test_plugin("upper-go"))
-        .config(&format!("upper-go.prefix={prefix}"))
-        .args(["--isolation", "connection"])
-        .start();
+    let server = super::prefixed_upper("go", &prefix, "connection");
     let mut c = server.connect();
     c.send_line("é ü ok");
     c.expect_line(&format!("{prefix}É Ü OK"));

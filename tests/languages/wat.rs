@@ -1,8 +1,6 @@
 //! Plugins written in WAT (the WebAssembly text format), built from source by
 //! guest-plugins/wat/build.sh.
 
-use std::time::Duration;
-
 use crate::support::*;
 
 super::common_tests! { "wat":
@@ -30,9 +28,5 @@ fn source_loads_as_text() {
     let mut c = server.connect();
     c.send_line("from text");
     c.expect_line("> FROM TEXT");
-    let line = server.wait_for_log("upper-cased 9 bytes", Duration::from_secs(5));
-    assert!(
-        line.contains("upper-wat"),
-        "log line not tagged with the plugin: {line}"
-    );
+    server.wait_for_plugin_log("upper-cased 9 bytes", "upper-wat");
 }

@@ -169,10 +169,14 @@ impl Client {
         }
     }
 
-    /// Sends `line` and expects exactly `expected` back within [`REPLY_TIMEOUT`].
+    /// Sends `line` and expects exactly `expected` back within [`REPLY_TIMEOUT`]; a failure
+    /// names the line sent.
     pub fn roundtrip(&mut self, line: &str, expected: &str) {
         self.send_line(line);
-        self.expect_line(expected);
+        match self.recv_line(REPLY_TIMEOUT) {
+            Ok(reply) => assert_eq!(reply, expected, "reply to {line:?}"),
+            Err(e) => panic!("expected {expected:?} in reply to {line:?}, got {e:?}"),
+        }
     }
 
     /// Receives a line, panicking on timeout/close.

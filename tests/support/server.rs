@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::{
     eventually, log_field, proc_status_field, run_cache_dir, sandport_bin, sent_bytes_read,
-    socket_inodes, tcp_sockets, wait_until, Client, LogBuffer, RssSampler, TempDir, REPLY_TIMEOUT,
-    STARTUP_TIMEOUT, TCP_LISTEN,
+    socket_inodes, tcp_sockets, wait_until, Client, LogBuffer, RssSampler, TempDir, LOG_TIMEOUT,
+    REPLY_TIMEOUT, STARTUP_TIMEOUT, TCP_LISTEN,
 };
 
 /// How long a run to completion (a startup failure, `check`, `call`) may take.
@@ -377,6 +377,17 @@ impl Server {
         }
     }
 
+    /// Waits for a log line containing `pattern` (see [`Self::wait_for_log`]) and checks that it
+    /// is tagged with `plugin`, the plugin that logged it.
+    pub fn wait_for_plugin_log(&self, pattern: &str, plugin: &str) -> String {
+        let line = self.wait_for_log(pattern, LOG_TIMEOUT);
+        assert!(
+            line.contains(plugin),
+            "log line not tagged with the plugin {plugin}: {line}"
+        );
+        line
+    }
+
     /// Waits for the `connection closed` line of connection `id` (matched on the `conn=` field).
     pub fn wait_for_close_log(&self, id: u64, timeout: Duration) -> String {
         let id = id.to_string();
@@ -388,6 +399,15 @@ impl Server {
     /// Every log line so far containing `pattern`.
     pub fn log_lines_containing(&self, pattern: &str) -> Vec<String> {
         self.logs.matching(|l| l.contains(pattern))
+    }
+
+    /// Panics, with the log, if a `plugin call failed` line was logged so far.
+    pub fn assert_no_call_failed(&self) {
+        assert!(
+            self.log_lines_containing("plugin call failed").is_empty(),
+            "a plugin call failed:\n{}",
+            self.logs.dump()
+        );
     }
 
     /// Waits until the server has read every byte `client` sent so far (the kernel holds none
