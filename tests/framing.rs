@@ -1,6 +1,5 @@
 //! Message framing: raw, line and length.
 
-use std::thread;
 use std::time::Duration;
 
 use crate::support::*;
@@ -68,7 +67,8 @@ fn line_framing_joins_a_line_split_across_writes() {
     // Half a line is not a message yet.
     c.expect_silence(Duration::from_millis(300));
     c.send(b"lo wor");
-    thread::sleep(Duration::from_millis(50));
+    // The server reads this part before the rest is sent: the line spans several reads.
+    server.wait_until_read(&c);
     c.send(b"ld\nnext");
     c.expect_line("hello world");
     c.expect_silence(Duration::from_millis(200));

@@ -1,26 +1,59 @@
 //! The same `upper` behaviour from a plugin in every supported language, components and core
-//! modules alike; each language's own tests (`lang_*.rs`) call [`check_upper`] for its build.
-
-use std::time::Duration;
+//! modules alike: the checks below, run for each language by [`common_tests!`] in its module
+//! (`languages/<lang>.rs`, next to the tests of that language's own plugins and quirks).
 
 use crate::support::*;
+
+/// Generates one `#[test]` per check named, calling the function of the same name in this
+/// module for `lang` (and the arguments given, if any); attributes and doc comments before a
+/// check go on its test:
+///
+/// ```ignore
+/// common_tests! { "zig":
+///     upper;
+///     /// Why a 4 MiB cap is enough.
+///     memory_reuse("4MiB", 1_000_000, "");
+/// }
+/// ```
+macro_rules! common_tests {
+    ($lang:literal: $($(#[$attr:meta])* $check:ident $(($($arg:expr),* $(,)?))?;)+) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $check() {
+                crate::languages::$check($lang $($(, $arg)*)?);
+            }
+        )+
+    };
+}
+use common_tests;
+
+mod assemblyscript;
+mod c;
+mod go;
+mod js;
+mod python;
+mod wat;
+mod zig;
 
 /// `upper-<lang>` upper-cases, honours `prefix`, logs through the host (a debug line containing
 /// "upper-cased"), keeps the connection open, and behaves the same under every isolation mode
 /// (a core module's allocator must not leak or corrupt across calls on a reused instance).
-pub fn check_upper(lang: &str) {
-    check_upper_at(lang, &test_plugin(&format!("upper-{lang}")));
+fn upper(lang: &str) {
+    upper_at(lang, &test_plugin(&format!("upper-{lang}")));
 }
 
-/// The Rust `upper` is the example in `plugins/`; the same checks, under the same naming.
-#[test]
-fn upper_rust() {
-    let dir = TempDir::new("upper-rust");
-    let path = dir.copy(&plugin("upper"), "upper-rust.wasm");
-    check_upper_at("rust", &path);
+mod rust {
+    /// The Rust `upper` is the example in `plugins/`; the same checks, under the same naming.
+    #[test]
+    fn upper() {
+        let dir = crate::support::TempDir::new("upper-rust");
+        let path = dir.copy(&crate::support::plugin("upper"), "upper-rust.wasm");
+        super::upper_at("rust", &path);
+    }
 }
 
-fn check_upper_at(lang: &str, path: &std::path::Path) {
+fn upper_at(lang: &str, path: &std::path::Path) {
     let name = format!("upper-{lang}");
     for isolation in ["message", "connection", "worker"] {
         let server = Server::builder()
@@ -37,11 +70,7 @@ fn check_upper_at(lang: &str, path: &std::path::Path) {
         c.expect_line("A-B_C 123 {X}");
         c.send_line("");
         c.expect_line("");
-        let line = server.wait_for_log("upper-cased", Duration::from_secs(5));
-        assert!(
-            line.contains(&name),
-            "log line not tagged with the plugin: {line}"
-        );
+        server.wait_for_plugin_log("upper-cased", &name);
     }
 
     let server = Server::builder()
@@ -57,7 +86,7 @@ fn check_upper_at(lang: &str, path: &std::path::Path) {
 /// messages of 40 KB each (16 MB in all, with their replies), then one of `big` bytes, then a
 /// small one, all get through with `prefix` (none if empty): the plugin gives back what it
 /// frees, so it never runs out.
-pub fn check_memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &str) {
+fn memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &str) {
     let name = format!("upper-{lang}");
     let mut builder = Server::builder().plugin(test_plugin(&name)).args([
         "--isolation",
@@ -86,7 +115,7 @@ pub fn check_memory_reuse(lang: &str, memory_limit: &str, big: usize, prefix: &s
 }
 
 /// Only ASCII letters change; every other byte (UTF-8 or not) comes back as it was.
-pub fn check_ascii_only(lang: &str) {
+fn ascii_only(lang: &str) {
     let server = Server::builder()
         .plugin(test_plugin(&format!("upper-{lang}")))
         .start();
@@ -96,16 +125,21 @@ pub fn check_ascii_only(lang: &str) {
     assert_eq!(line, b"STRA\xc3\x9fE \xff\xfe Z@[`{\n");
 }
 
-/// A 1000-byte `prefix` (longer than a first guess at a buffer) arrives whole, call after call
-/// on one long-lived instance.
-pub fn check_long_prefix(lang: &str) {
+/// A server running `upper-<lang>` with the setting `prefix`, under `--isolation isolation`.
+fn prefixed_upper(lang: &str, prefix: &str, isolation: &str) -> Server {
     let name = format!("upper-{lang}");
-    let prefix = "p".repeat(1000);
-    let server = Server::builder()
+    Server::builder()
         .plugin(test_plugin(&name))
         .config(&format!("{name}.prefix={prefix}"))
-        .args(["--isolation", "worker"])
-        .start();
+        .args(["--isolation", isolation])
+        .start()
+}
+
+/// A 1000-byte `prefix` (longer than a first guess at a buffer) arrives whole, call after call
+/// on one long-lived instance.
+fn long_prefix(lang: &str) {
+    let prefix = "p".repeat(1000);
+    let server = prefixed_upper(lang, &prefix, "worker");
     let mut c = server.connect();
     for _ in 0..3 {
         c.send_line("hi");

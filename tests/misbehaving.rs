@@ -99,7 +99,8 @@ fn spin_does_not_block_other_workers() {
         o.roundtrip(&warm, &warm);
     }
     spinner.send_line("spin");
-    std::thread::sleep(Duration::from_millis(100));
+    // Once the server has read it, the spinning call is running.
+    server.wait_until_read(&spinner);
     for o in others.iter_mut() {
         o.send_line("during spin");
     }

@@ -20,8 +20,11 @@ fn sigterm_finishes_in_flight_messages_and_exits_zero() {
         c.send("busy 30\n".repeat(per_client).as_bytes());
     }
     // Let the server read them (they are tiny: one read each), then ask it to stop while the
-    // work (4 x 10 x 30ms over 2 workers, ~600ms) is still going on.
-    thread::sleep(Duration::from_millis(150));
+    // work (4 x 10 x 30ms over 2 workers, ~600ms) is still going on: however late a worker
+    // reads a client, that client's 10 x 30ms are still to do.
+    for c in &clients {
+        server.wait_until_read(c);
+    }
     let t = Instant::now();
     server.signal(libc::SIGTERM);
 
@@ -101,11 +104,17 @@ fn after_sigterm_new_connections_are_refused() {
         .start();
     let mut busy = server.connect();
     busy.send_line("busy 1500");
-    thread::sleep(Duration::from_millis(200));
+    server.wait_until_read(&busy);
+    assert!(
+        server.is_listening(),
+        "the listener is open until the signal"
+    );
     server.signal(libc::SIGTERM);
     server.wait_for_log("shutting down", LOG_TIMEOUT);
-    // Give the host a moment to close its listener, while the busy call is still running.
-    thread::sleep(Duration::from_millis(200));
+    // The host closes its listener while the busy call is still running.
+    wait_until("the listener is closed", LOG_TIMEOUT, || {
+        !server.is_listening()
+    });
     assert!(
         server.is_running(),
         "server should still be finishing the busy call"
@@ -137,7 +146,7 @@ fn shutdown_timeout_bounds_wait_for_stuck_call() {
         .start();
     let mut c = server.connect();
     c.send_line("spin");
-    thread::sleep(Duration::from_millis(200));
+    server.wait_until_read(&c);
     let t = Instant::now();
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(Duration::from_secs(10));
@@ -170,7 +179,7 @@ fn a_close_still_unread_when_the_drain_starts_is_handled_once() {
     // The only worker is inside this call while the other client closes and the signal lands,
     // so both wait for it and the drain is what finds the close.
     busy.send_line("busy 700");
-    thread::sleep(Duration::from_millis(200));
+    server.wait_until_read(&busy);
     drop(closer);
     server.signal(libc::SIGINT);
     busy.expect_line("done 700");

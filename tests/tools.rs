@@ -1,41 +1,22 @@
 //! `sandport check` and `sandport call`, and the compile cache they share with the server.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+/// Runs `sandport ARGS` to completion, with the run's compile cache.
+fn sandport(args: &[&str]) -> Finished {
+    Server::builder().no_default_listen().args(args).run()
 }
 
-/// Runs the binary to completion (at most 60 s) with its own empty cache folder.
-fn sandport(args: &[&str], cache: &TempDir) -> Run {
-    let mut child = Command::new(sandport_bin())
+/// Runs `sandport ARGS` to completion with `cache` as its compile cache, for the tests of the
+/// cache itself.
+fn sandport_cached_in(args: &[&str], cache: &TempDir) -> Finished {
+    Server::builder()
+        .no_default_listen()
         .args(args)
         .env("SANDPORT_CACHE_DIR", cache.path())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sandport");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sandport {args:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("output");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+        .run()
 }
 
 fn path(p: &std::path::Path) -> &str {
@@ -44,9 +25,8 @@ fn path(p: &std::path::Path) -> &str {
 
 #[test]
 fn check_describes_a_component_and_what_the_sandbox_denies() {
-    let cache = TempDir::new("cache");
     let plugin = test_plugin("sandbox");
-    let r = sandport(&["check", path(&plugin)], &cache);
+    let r = sandport(&["check", path(&plugin)]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     for want in [
         "kind:    component (world sandport:plugin/handler@0.1.0)",
@@ -66,7 +46,6 @@ fn check_describes_a_component_and_what_the_sandbox_denies() {
 
 #[test]
 fn check_describes_a_core_module() {
-    let cache = TempDir::new("cache");
     let dir = TempDir::new("check-core");
     let wat = dir.write(
         "echo.wat",
@@ -78,7 +57,7 @@ fn check_describes_a_core_module() {
   (func (export "sandport_free") (param i32 i32))
   (func (export "sandport_on_message") (param i64 i32 i32) (result i32) (i32.const 0)))"#,
     );
-    let r = sandport(&["check", path(&wat)], &cache);
+    let r = sandport(&["check", path(&wat)]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stdout
@@ -91,8 +70,7 @@ fn check_describes_a_core_module() {
 
 #[test]
 fn check_fails_with_exit_2_and_the_reason() {
-    let cache = TempDir::new("cache");
-    let r = sandport(&["check", path(&test_plugin("badimport"))], &cache);
+    let r = sandport(&["check", path(&test_plugin("badimport"))]);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("sandport:extra/forbidden"),
@@ -101,38 +79,31 @@ fn check_fails_with_exit_2_and_the_reason() {
     );
     assert!(!r.stdout.contains("ok:"), "{}", r.stdout);
 
-    let r = sandport(&["check", "/no/such/plugin.wasm"], &cache);
+    let r = sandport(&["check", "/no/such/plugin.wasm"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("not found"), "{}", r.stderr);
 }
 
 #[test]
 fn call_prints_the_reply_and_the_plugin_log() {
-    let cache = TempDir::new("cache");
     let upper = plugin("upper");
-    let r = sandport(
-        &[
-            "call",
-            path(&upper),
-            "--message",
-            "hello",
-            "--config",
-            "upper.prefix=> ",
-        ],
-        &cache,
-    );
+    let r = sandport(&[
+        "call",
+        path(&upper),
+        "--message",
+        "hello",
+        "--config",
+        "upper.prefix=> ",
+    ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(r.stdout, "reply: > HELLO\n");
 
-    let r = sandport(
-        &[
-            "call",
-            path(&test_plugin("lifecycle")),
-            "--message",
-            "close",
-        ],
-        &cache,
-    );
+    let r = sandport(&[
+        "call",
+        path(&test_plugin("lifecycle")),
+        "--message",
+        "close",
+    ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(
         r.stdout,
@@ -152,24 +123,16 @@ fn call_prints_the_reply_and_the_plugin_log() {
 
 #[test]
 fn call_reads_the_message_from_a_file() {
-    let cache = TempDir::new("cache");
     let dir = TempDir::new("call-file");
     let msg = dir.write("msg.txt", b"from a file");
-    let r = sandport(
-        &["call", path(&plugin("upper")), "--file", path(&msg)],
-        &cache,
-    );
+    let r = sandport(&["call", path(&plugin("upper")), "--file", path(&msg)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout, "reply: FROM A FILE\n");
 }
 
 #[test]
 fn call_reports_a_failing_hook_with_exit_1() {
-    let cache = TempDir::new("cache");
-    let r = sandport(
-        &["call", path(&test_plugin("trap")), "--message", "x"],
-        &cache,
-    );
+    let r = sandport(&["call", path(&test_plugin("trap")), "--message", "x"]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("plugin call failed in on-message"),
@@ -177,25 +140,21 @@ fn call_reports_a_failing_hook_with_exit_1() {
         r.stderr
     );
 
-    let r = sandport(
-        &[
-            "call",
-            path(&test_plugin("spin")),
-            "--message",
-            "spin",
-            "--timeout-ms",
-            "100",
-        ],
-        &cache,
-    );
+    let r = sandport(&[
+        "call",
+        path(&test_plugin("spin")),
+        "--message",
+        "spin",
+        "--timeout-ms",
+        "100",
+    ]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("deadline exceeded"), "{}", r.stderr);
 }
 
 #[test]
 fn call_without_a_message_is_a_usage_error() {
-    let cache = TempDir::new("cache");
-    let r = sandport(&["call", path(&plugin("echo"))], &cache);
+    let r = sandport(&["call", path(&plugin("echo"))]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--message"), "{}", r.stderr);
 }
@@ -220,7 +179,7 @@ fn files_under(dir: &std::path::Path) -> usize {
 #[test]
 fn compiled_plugins_are_cached_unless_disabled() {
     let cache = TempDir::new("cache");
-    let r = sandport(&["check", "--no-cache", path(&plugin("echo"))], &cache);
+    let r = sandport_cached_in(&["check", "--no-cache", path(&plugin("echo"))], &cache);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
         files_under(cache.path()),
@@ -228,7 +187,7 @@ fn compiled_plugins_are_cached_unless_disabled() {
         "--no-cache wrote to the cache"
     );
 
-    let r = sandport(&["check", path(&plugin("echo"))], &cache);
+    let r = sandport_cached_in(&["check", path(&plugin("echo"))], &cache);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // wasmtime writes its entries in the background of the first compile.
     let filled = eventually(Duration::from_secs(10), || {
@@ -239,7 +198,7 @@ fn compiled_plugins_are_cached_unless_disabled() {
         "no compiled code was cached in {}",
         cache.path().display()
     );
-    let r = sandport(&["check", path(&plugin("echo"))], &cache);
+    let r = sandport_cached_in(&["check", path(&plugin("echo"))], &cache);
     assert_eq!(r.code, 0, "a cached plugin loads too: {}", r.stderr);
 }
 
@@ -253,7 +212,7 @@ fn a_cache_folder_others_can_write_is_not_used_but_loading_goes_on() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let r = sandport(
+    let r = sandport_cached_in(
         &["check", "--cache-dir", path(&shared), path(&plugin("echo"))],
         &cache,
     );

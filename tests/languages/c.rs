@@ -1,4 +1,4 @@
-//! Plugins written in c, built from source by guest-plugins/c/build.sh.
+//! Plugins written in C, built from source by guest-plugins/c/build.sh.
 //!
 //! `upper-c` is a component: C compiled with Debian's clang for wasm32-wasi (preview 1) against
 //! bindings from `wit-bindgen c`, then wrapped with `wasm-tools component new` and wasmtime's
@@ -6,23 +6,18 @@
 
 use crate::support::*;
 
-#[test]
-fn upper_c() {
-    crate::languages::check_upper("c");
-}
-
-/// Every buffer goes back to wasi-libc's malloc (the message, the prefix from `config-get`, the
-/// reply after the call): on one long-lived instance with a 4 MiB memory cap, 200 messages of
-/// 40 KB each with a prefix (16 MB in all, with their replies) and then a 1 MB one all get
-/// through.
-#[test]
-fn upper_c_reuses_its_memory_on_a_long_lived_instance() {
-    crate::languages::check_memory_reuse("c", "4MiB", 1_000_000, "> ");
+super::common_tests! { "c":
+    upper;
+    /// Every buffer goes back to wasi-libc's malloc (the message, the prefix from `config-get`,
+    /// the reply after the call): on one long-lived instance with a 4 MiB memory cap, 200
+    /// messages of 40 KB each with a prefix (16 MB in all, with their replies) and then a 1 MB
+    /// one all get through.
+    memory_reuse("4MiB", 1_000_000, "> ");
 }
 
 /// Only ASCII letters change: every other byte, valid UTF-8 or not, comes back as it was.
 #[test]
-fn upper_c_changes_ascii_letters_only() {
+fn changes_ascii_letters_only() {
     let server = Server::builder().plugin(test_plugin("upper-c")).start();
     let mut c = server.connect();
     c.send_line("straße é 😀 ok");
@@ -38,13 +33,9 @@ fn upper_c_changes_ascii_letters_only() {
 
 /// A long prefix, and a prefix before an empty message (the reply is the prefix alone).
 #[test]
-fn upper_c_long_prefix_and_empty_message() {
+fn long_prefix_and_empty_message() {
     let prefix = "p".repeat(5000);
-    let server = Server::builder()
-        .plugin(test_plugin("upper-c"))
-        .config(&format!("upper-c.prefix={prefix}"))
-        .args(["--isolation", "connection"])
-        .start();
+    let server = super::prefixed_upper("c", &prefix, "connection");
     let mut c = server.connect();
     for _ in 0..3 {
         c.send_line("hi");

@@ -1,32 +1,23 @@
-//! Plugins written in go, built from source by guest-plugins/go/build.sh.
+//! Plugins written in Go, built from source by guest-plugins/go/build.sh.
 
 use std::time::Duration;
 
 use crate::support::*;
 
-#[test]
-fn upper_go() {
-    crate::languages::check_upper("go");
-}
-
-/// Buffers lent to the host are released by `sandport_free` and collected by Go's garbage
-/// collector: on one long-lived instance with a 32 MiB memory cap, 200 messages of 40 KB each
-/// (16 MB in all, with their replies) all get through.
-#[test]
-fn upper_go_reuses_its_memory_on_a_long_lived_instance() {
-    crate::languages::check_memory_reuse("go", "32MiB", 1_000_000, "");
+super::common_tests! { "go":
+    upper;
+    /// Buffers lent to the host are released by `sandport_free` and collected by Go's garbage
+    /// collector: on one long-lived instance with a 32 MiB memory cap, 200 messages of 40 KB each
+    /// (16 MB in all, with their replies) all get through.
+    memory_reuse("32MiB", 1_000_000, "");
 }
 
 /// Upper-cased with Go's `bytes.ToUpper` (Unicode; invalid UTF-8 becomes U+FFFD), and a prefix
 /// longer than the first 256-byte buffer is fetched again with room for all of it.
 #[test]
-fn upper_go_unicode_and_long_prefix() {
+fn unicode_and_long_prefix() {
     let prefix = "p".repeat(1000);
-    let server = Server::builder()
-        .plugin(test_plugin("upper-go"))
-        .config(&format!("upper-go.prefix={prefix}"))
-        .args(["--isolation", "connection"])
-        .start();
+    let server = super::prefixed_upper("go", &prefix, "connection");
     let mut c = server.connect();
     c.send_line("é ü ok");
     c.expect_line(&format!("{prefix}É Ü OK"));
@@ -97,13 +88,17 @@ fn limiter_go_window_setting() {
         &["--isolation", "connection"],
         &["limiter-go.max=2", "limiter-go.window_ms=300"],
     );
+    let window = Duration::from_millis(300);
     let mut c = server.connect();
     for round in 0..3 {
         for i in 0..2 {
             c.send_line(&format!("r{round} m{i}"));
             c.expect_line(&format!("r{round} m{i}"));
         }
-        std::thread::sleep(Duration::from_millis(400));
+        // Time passing is what this test is about, so it sleeps. The window began at a message
+        // answered by now: a window later it is over (the plugin reads the same monotonic
+        // clock).
+        std::thread::sleep(window);
     }
     c.send_line("a");
     c.expect_line("a");

@@ -1,4 +1,4 @@
-//! Plugins written in js, built from source by guest-plugins/js/build.sh.
+//! Plugins written in JavaScript, built from source by guest-plugins/js/build.sh.
 //!
 //! These components embed the SpiderMonkey engine (about 12 MB each); the host compiles them at
 //! start unless its compile cache already holds them, so each test starts as few servers as it
@@ -6,9 +6,8 @@
 
 use crate::support::*;
 
-#[test]
-fn upper_js() {
-    crate::languages::check_upper("js");
+super::common_tests! { "js":
+    upper;
 }
 
 fn router(config: &[&str]) -> Server {
@@ -20,15 +19,6 @@ fn router(config: &[&str]) -> Server {
         builder = builder.config(kv);
     }
     builder.start()
-}
-
-/// Sends `message` and expects the reply line `expected`.
-fn ask(c: &mut Client, message: &str, expected: &str) {
-    c.send_line(message);
-    match c.recv_line(REPLY_TIMEOUT) {
-        Ok(line) => assert_eq!(line, expected, "reply to {message:?}"),
-        Err(e) => panic!("expected {expected:?} in reply to {message:?}, got {e:?}"),
-    }
 }
 
 fn accepted(route: &str, message: &str) -> String {
@@ -56,7 +46,7 @@ fn router_js_replies() {
         } else {
             "users"
         };
-        ask(&mut c, ok, &accepted(route, ok));
+        c.roundtrip(ok, &accepted(route, ok));
     }
 
     // Malformed JSON: the parser's own message follows `invalid JSON: `.
@@ -86,41 +76,30 @@ fn router_js_replies() {
         "42",
         "null",
     ] {
-        ask(&mut c, no_route, r#"{"error":"missing route"}"#);
+        c.roundtrip(no_route, r#"{"error":"missing route"}"#);
     }
 
-    ask(
-        &mut c,
+    c.roundtrip(
         r#"{"route":"payments"}"#,
         r#"{"error":"unknown route: payments"}"#,
     );
     // Routes are matched exactly; the reply stays valid JSON whatever the route holds.
-    ask(
-        &mut c,
+    c.roundtrip(
         r#"{"route":"Orders"}"#,
         r#"{"error":"unknown route: Orders"}"#,
     );
-    ask(
-        &mut c,
-        r#"{"route":"a\"b"}"#,
-        r#"{"error":"unknown route: a\"b"}"#,
-    );
+    c.roundtrip(r#"{"route":"a\"b"}"#, r#"{"error":"unknown route: a\"b"}"#);
 
     // Still open and serving after all that.
-    ask(
-        &mut c,
+    c.roundtrip(
         r#"{"route":"users"}"#,
         &accepted("users", r#"{"route":"users"}"#),
     );
 
-    let warn = server.wait_for_log("unknown route: payments", LOG_TIMEOUT);
+    let warn = server.wait_for_plugin_log("unknown route: payments", "router-js");
     assert!(
         warn.contains("WARN"),
         "rejection not logged at warn: {warn}"
-    );
-    assert!(
-        warn.contains("router-js"),
-        "log line not tagged with the plugin: {warn}"
     );
     let warnings = server.log_lines_containing("rejected");
     assert_eq!(
@@ -129,11 +108,7 @@ fn router_js_replies() {
         "one warn line per rejection:\n{}",
         warnings.join("\n")
     );
-    assert!(
-        server.log_lines_containing("plugin call failed").is_empty(),
-        "a plugin call failed:\n{}",
-        server.logs.dump()
-    );
+    server.assert_no_call_failed();
 }
 
 /// `--config router-js.routes=a,b` replaces the default routes.
@@ -143,11 +118,10 @@ fn router_js_custom_routes() {
     let mut c = server.connect();
     for route in ["a", "b"] {
         let message = format!(r#"{{"route":"{route}"}}"#);
-        ask(&mut c, &message, &accepted(route, &message));
+        c.roundtrip(&message, &accepted(route, &message));
     }
     for route in ["orders", "users", "c", "a,b"] {
-        ask(
-            &mut c,
+        c.roundtrip(
             &format!(r#"{{"route":"{route}"}}"#),
             &format!(r#"{{"error":"unknown route: {route}"}}"#),
         );
