@@ -23,6 +23,7 @@ impl InProcess {
     pub fn start(config: Config) -> InProcess {
         let server = sandport::Server::new(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            cache_dir: Some(test_cache_dir().to_path_buf()),
             ..config
         })
         .unwrap_or_else(|e| panic!("the server does not start: {}", sandport::error::report(&e)));
@@ -37,6 +38,14 @@ impl InProcess {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// Waits until the server has read every byte `client` sent so far.
+    pub fn wait_until_read(&self, client: &Client) {
+        let from = client.local_addr();
+        wait_until("the server reads what was sent", REPLY_TIMEOUT, || {
+            sent_bytes_read(from, self.addr)
+        });
     }
 
     /// Polls the stats until `pred` holds; panics with the last snapshot after five seconds.
@@ -82,16 +91,15 @@ type FailureCase = (&'static str, &'static str, Config, fn(&Snapshot) -> u64);
 
 #[test]
 fn each_budget_is_counted_under_its_own_cause() {
-    let cases: [FailureCase; 4] = [
-        (
-            "spin",
-            "spin",
-            Config {
-                timeout: Duration::from_millis(200),
-                ..with("spin")
-            },
-            |s| s.timeouts,
-        ),
+    let deadline = || Config {
+        timeout: Duration::from_millis(200),
+        ..with("spin")
+    };
+    let cases: [FailureCase; 6] = [
+        ("spin", "spin", deadline(), |s| s.timeouts),
+        // Busy in host clock calls, and asleep in a WASI host call: still cut at the deadline.
+        ("spin", "busy 3000", deadline(), |s| s.timeouts),
+        ("spin", "sleep 30000", deadline(), |s| s.timeouts),
         (
             "membomb",
             "bomb",
@@ -182,7 +190,7 @@ fn shutdown_answers_what_was_received_then_counts_every_connection_closed() {
     // The host must have read them before the signal: a message still in flight on the
     // network is not "received".
     for c in &clients {
-        wait_until_read_by_server(c);
+        server.wait_until_read(c);
     }
     server.shutdown.trigger();
     for c in clients.iter_mut() {
@@ -209,7 +217,7 @@ fn shutdown_ends_within_its_timeout_plus_one_tick() {
     let mut stuck = server.connect();
     server.wait_stats("21 connections", |s| s.open == 21);
     stuck.send_line("spin");
-    wait_until_read_by_server(&stuck);
+    server.wait_until_read(&stuck);
     let t = Instant::now();
     let result = server.stop();
     let took = t.elapsed();
@@ -220,29 +228,4 @@ fn shutdown_ends_within_its_timeout_plus_one_tick() {
         "a {grace:?} shutdown took {took:?}"
     );
     drop(idle);
-}
-
-/// Waits until the server has read everything `client` sent: nothing unsent on the client's
-/// side and nothing unread in the server's socket (`/proc/net/tcp`).
-fn wait_until_read_by_server(client: &Client) {
-    use std::os::fd::AsRawFd;
-    let (server, local) = (
-        client.stream.peer_addr().unwrap(),
-        client.stream.local_addr().unwrap(),
-    );
-    let read = || {
-        let mut unsent: libc::c_int = 0;
-        // SAFETY: TIOCOUTQ writes one int through the pointer we pass.
-        let rc = unsafe { libc::ioctl(client.stream.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let unread = table.lines().skip(1).find_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let ours = f.len() > 4
-                && f[1].ends_with(&format!(":{:04X}", server.port()))
-                && f[2].ends_with(&format!(":{:04X}", local.port()));
-            ours.then(|| f[4].split(':').nth(1).map(|rx| rx != "00000000"))?
-        });
-        (rc == 0 && unsent == 0 && unread == Some(false)).then_some(())
-    };
-    eventually(Duration::from_secs(5), read).expect("the server never read what was sent");
 }

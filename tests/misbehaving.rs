@@ -1,4 +1,6 @@
-//! Plugins that spin, allocate without bound, recurse, trap, or probe the sandbox.
+//! Plugins that spin, allocate without bound, recurse, trap, or probe the sandbox, through the
+//! binary: what clients see and that the server survives. Which cause each failure is counted
+//! under is asserted on typed stats in `in_process.rs`; one test here checks the log line.
 
 use std::time::{Duration, Instant};
 
@@ -49,14 +51,6 @@ fn expect_call_failed(server: &Server, any_of: &[&str]) -> String {
     let line = server.wait_for_log("plugin call failed", LOG_TIMEOUT);
     assert_cause(&line, any_of);
     line
-}
-
-/// Waits for at least `n` `plugin call failed` lines; `None` if they do not all come in time.
-fn call_failed_lines(server: &Server, n: usize) -> Option<Vec<String>> {
-    eventually(LOG_TIMEOUT, || {
-        let v = server.log_lines_containing("plugin call failed");
-        (v.len() >= n).then_some(v)
-    })
 }
 
 /// Checks a `plugin call failed` line blames the on-message hook.
@@ -146,7 +140,6 @@ fn busy_over_the_deadline_is_interrupted() {
         elapsed < Duration::from_millis(1500),
         "a call busy in host clock calls was not interrupted in time: {elapsed:?}"
     );
-    expect_call_failed(&server, &["deadline", "timeout", "timed out", "interrupt"]);
 }
 
 #[test]
@@ -166,7 +159,6 @@ fn sleep_past_the_deadline_is_cut_at_the_deadline() {
         elapsed < Duration::from_millis(1500),
         "a 30s sleep under a 200ms deadline held the connection for {elapsed:?}"
     );
-    expect_call_failed(&server, &["deadline"]);
     // The only worker is free again.
     assert_still_serves(&server, "hi");
 }
@@ -188,7 +180,6 @@ fn membomb_hits_memory_limit_and_server_survives() {
     let baseline = server.rss_kib();
     let sampler = server.rss_sampler();
     expect_closed_after(&server, "bomb", Duration::from_secs(10));
-    expect_call_failed(&server, &["memory"]);
     let max_rss = sampler.finish();
     assert!(
         max_rss < 200 * 1024,
@@ -201,7 +192,6 @@ fn membomb_hits_memory_limit_and_server_survives() {
 fn recurse_overflows_stack_and_server_survives() {
     let server = start("recurse", &["--timeout-ms", "10000"]);
     expect_closed_after(&server, "recurse", Duration::from_secs(10));
-    expect_call_failed(&server, &["stack"]);
     assert_still_serves(&server, "fine");
     // Twice, to be sure the thread's stack is fine after an overflow.
     expect_closed_after(&server, "recurse", Duration::from_secs(10));
@@ -218,16 +208,7 @@ fn trap_closes_every_connection_but_on_connect_keeps_working() {
         c.send_line(&format!("message {round}"));
         c.expect_closed_without_reply(Duration::from_secs(3));
     }
-    let failures = call_failed_lines(&server, 3).unwrap_or_else(|| {
-        panic!(
-            "expected 3 `plugin call failed` lines:\n{}",
-            server.logs.dump()
-        )
-    });
-    for line in &failures {
-        assert_hook_on_message(line);
-        assert_cause(line, &["unreachable", "panic", "trap"]);
-    }
+    // Each failure's cause is counted as a trap: in_process::each_budget_is_counted_under_its_own_cause.
 }
 
 #[test]
@@ -236,8 +217,7 @@ fn trap_with_on_error_drop_drops_each_message() {
     let mut c = server.connect();
     c.send(b"one\ntwo\nthree\n");
     c.expect_silence(Duration::from_millis(500));
-    let n = call_failed_lines(&server, 3).map(|v| v.len());
-    assert_eq!(n, Some(3), "{}", server.logs.dump());
+    // Three failures counted, connection kept: in_process::on_error_drop_counts_each_failure...
 }
 
 #[test]

@@ -16,16 +16,6 @@ pub fn proc_status_field(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
-/// When process `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat); `None`
-/// if no such process runs. With the pid, it names a process for good: pids are reused.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces and parentheses itself;
-    // field 3 follows the last `)`.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
 /// Samples a process's VmRSS in the background and remembers the maximum.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,

@@ -12,8 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::{
-    eventually, log_field, proc_status_field, run_cache_dir, sandport_bin, sent_bytes_read,
-    socket_inodes, tcp_sockets, wait_until, Client, LogBuffer, RssSampler, TempDir, LOG_TIMEOUT,
+    eventually, log_field, proc_status_field, sandport_bin, sent_bytes_read, socket_inodes,
+    tcp_sockets, test_cache_dir, wait_until, Client, LogBuffer, RssSampler, TempDir, LOG_TIMEOUT,
     REPLY_TIMEOUT, STARTUP_TIMEOUT, TCP_LISTEN,
 };
 
@@ -109,8 +109,8 @@ impl ServerBuilder {
                 .any(|(k, _)| k == "SANDPORT_CACHE_DIR" || k == "SANDPORT_NO_CACHE")
     }
 
-    /// The large plugins (`--plugin PATH`, absolute) no server of this run has loaded yet, each
-    /// locked: a server starting with one compiles it into the run's compile cache while the
+    /// The large plugins (`--plugin PATH`, absolute) no server of this test run has loaded yet, each
+    /// locked: a server starting with one compiles it into the tests' compile cache while the
     /// others starting with it wait, then load it from there, instead of all compiling it at
     /// once. Set each to `true` once the server has loaded them (a panic instead leaves the next
     /// server to try). Locked in path order, so that two chains cannot wait for each other.
@@ -157,7 +157,7 @@ impl ServerBuilder {
             }
         }
         if !self.chooses_its_cache() {
-            cmd.env("SANDPORT_CACHE_DIR", run_cache_dir());
+            cmd.env("SANDPORT_CACHE_DIR", test_cache_dir());
         }
         cmd.env("RUST_LOG", "info");
         cmd.env("NO_COLOR", "1");
