@@ -50,7 +50,7 @@ fn run(
     calls: u64,
 ) {
     for _ in 0..calls {
-        let out = pool.on_message(conn, own, black_box(msg)).expect("call");
+        let out = pool.on_message(black_box(msg), conn, own).expect("call");
         assert_eq!(out.reply.as_deref(), Some(msg), "not an echo");
     }
 }

@@ -21,7 +21,7 @@ fn bench_case(c: &mut Criterion, name: &str, size: usize, mut pool: Case) {
     let mut own = ConnInstances::default();
     let msg = message(size);
     let out = pool
-        .on_message(&conn, &mut own, &msg)
+        .on_message(&msg, &conn, &mut own)
         .unwrap_or_else(|e| panic!("{name}: the call failed: {}", e.cause));
     assert_eq!(out.reply.as_deref(), Some(&msg[..]), "{name}: not an echo");
 
@@ -29,7 +29,7 @@ fn bench_case(c: &mut Criterion, name: &str, size: usize, mut pool: Case) {
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::new(name, format!("{size}B")), |b| {
         b.iter(|| {
-            pool.on_message(&conn, &mut own, black_box(&msg))
+            pool.on_message(black_box(&msg), &conn, &mut own)
                 .expect("call")
         })
     });

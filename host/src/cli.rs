@@ -212,6 +212,7 @@ fn size(value: ByteSize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::discovery::tests::temp_plugins;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         let cli = Cli::try_parse_from(std::iter::once("sandport").chain(args.iter().copied()))
@@ -219,19 +220,6 @@ mod tests {
         let cfg = cli.serve.into_config().map_err(|e| e.to_string())?;
         cfg.validate().map_err(|e| e.to_string())?;
         Ok(cfg)
-    }
-
-    fn temp_plugins(names: &[&str]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "sandport-cli-{}-{}",
-            std::process::id(),
-            names.join("-")
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        for n in names {
-            std::fs::write(dir.join(n), b"\0asm").unwrap();
-        }
-        dir
     }
 
     #[test]

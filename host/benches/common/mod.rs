@@ -63,29 +63,26 @@ fn config(plugin: &Path, isolation: Isolation) -> Config {
     cfg
 }
 
-/// What a case calls: a worker's pool, or the native echo the server's baseline answers with.
+/// What a case calls: a worker's pool, or (`Native`) the message copied into the reply with no
+/// Wasm, as the server's `--bench-native-echo` baseline answers: the floor of every other case.
 pub enum Case {
     Pool(WorkerPool),
-    /// No Wasm: the message copied into the reply, the floor of every other case.
     Native,
 }
 
 impl Case {
-    pub fn on_message(
-        &mut self,
-        conn: &Connection,
-        own: &mut ConnInstances,
-        message: &[u8],
-    ) -> Result<Outcome, CallError> {
+    pub fn on_message(&mut self, m: &[u8], c: &Connection, own: &mut ConnInstances) -> Reply {
         match self {
-            Case::Pool(pool) => pool.on_message(conn, own, message),
+            Case::Pool(pool) => pool.on_message(c, own, m),
             Case::Native => Ok(Outcome {
-                reply: Some(message.to_vec()),
+                reply: Some(m.to_vec()),
                 close: false,
             }),
         }
     }
 }
+
+pub type Reply = Result<Outcome, CallError>;
 
 pub fn pool(plugin: &Path, isolation: Isolation) -> Case {
     let cfg = config(plugin, isolation);

@@ -62,10 +62,12 @@ fn plugins_in(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn temp_plugins(names: &[&str]) -> PathBuf {
+    /// A folder holding files named `names`, each with a Wasm header (not loadable: enough to be
+    /// found); the same names give the same folder.
+    pub(crate) fn temp_plugins(names: &[&str]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "sandport-discovery-{}-{}",
             std::process::id(),
