@@ -58,11 +58,13 @@ def med(label, mode, key):
     if any(r["errors"] and any(v for v in r["errors"].values()) for r in rows):
         print(f"ab: errors in {label} {mode}: {[r['errors'] for r in rows]}", file=sys.stderr)
     vals = [r["msgs_per_sec"] if key == "rate" else r["latency_us"]["p99"] for r in rows]
-    return statistics.median(vals)
+    return statistics.median(vals), min(vals), max(vals)
 print(f"{rounds} rounds x {secs} s, 16 connections, 64 B ping-pong, 2 workers, interleaved")
-print("| mode | old msg/s | new msg/s | new/old | old p99 µs | new p99 µs |")
+print("| mode | old msg/s (min-max) | new msg/s (min-max) | new/old | old p99 µs | new p99 µs |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for mode in ["native", "worker", "message"]:
-    o, n = med("old", mode, "rate"), med("new", mode, "rate")
-    print(f"| {mode} | {o:,.0f} | {n:,.0f} | {n/o:.2f}x | {med('old', mode, 'p99'):.0f} | {med('new', mode, 'p99'):.0f} |")
+    (o, olo, ohi), (n, nlo, nhi) = med("old", mode, "rate"), med("new", mode, "rate")
+    op, np_ = med("old", mode, "p99")[0], med("new", mode, "p99")[0]
+    print(f"| {mode} | {o:,.0f} ({olo:,.0f}-{ohi:,.0f}) | {n:,.0f} ({nlo:,.0f}-{nhi:,.0f}) "
+          f"| {n/o:.2f}x | {op:.0f} | {np_:.0f} |")
 EOF
