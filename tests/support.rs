@@ -9,12 +9,14 @@
 
 mod client;
 mod files;
+mod launch;
 mod logs;
 mod procfs;
 mod server;
 
 pub use client::*;
 pub use files::*;
+pub use launch::*;
 pub use logs::*;
 pub use procfs::*;
 pub use server::*;
