@@ -27,9 +27,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A worker thread panicked: its connections were lost and the server stopped.
-    #[error("{0} worker thread(s) panicked; the server stopped (the log says which, and why)")]
-    WorkerPanicked(u64),
+    /// A server thread (a worker or the acceptor) panicked: the server stopped, and a worker's
+    /// connections were lost.
+    #[error("{0} server thread(s) panicked; the server stopped (the log says which, and why)")]
+    ThreadPanicked(u64),
 
     /// Something failed while running, after a successful start; its causes are its sources.
     #[error(transparent)]
@@ -52,7 +53,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Plugin { .. } | Error::Bind { .. } => 2,
-            Error::Runtime(_) | Error::WorkerPanicked(_) => 1,
+            Error::Runtime(_) | Error::ThreadPanicked(_) => 1,
         }
     }
 }

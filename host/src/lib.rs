@@ -16,7 +16,7 @@
 //! let running = std::thread::spawn(move || server.run(listener));
 //! // ... later: stats.snapshot().messages, stats.snapshot().timeouts, ...
 //! shutdown.trigger(); // the deadline is now + shutdown_timeout, for every thread
-//! running.join().unwrap()?; // an error if a worker thread panicked
+//! running.join().unwrap()?; // an error if a server thread panicked
 //! # Ok(())
 //! # }
 //! ```

@@ -81,7 +81,7 @@ impl Server {
     }
 
     /// Serves clients from `listener` until shutdown is triggered, then drains and returns;
-    /// an error if a worker panicked.
+    /// an error if a server thread panicked.
     pub fn run(self, listener: TcpListener) -> Result<(), Error> {
         if self.config.native_echo {
             self.run_with(listener, |_| NativeEcho)
@@ -136,10 +136,18 @@ impl Server {
             }
             let acc = acceptor::Acceptor::new(listener, inboxes, shared.clone())?;
             shutdown.subscribe(acc.waker());
+            let shared = shared.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name("sandport-acceptor".into())
-                    .spawn(move || acc.run())
+                    .spawn(move || {
+                        if std::panic::catch_unwind(AssertUnwindSafe(|| acc.run())).is_err() {
+                            // Nothing would accept again: stop rather than serve on half-alive.
+                            tracing::error!("the acceptor panicked: stopping the server");
+                            shared.stats.thread_panicked();
+                            shared.shutdown.trigger();
+                        }
+                    })
                     .context("cannot start the acceptor thread")?,
             );
             Ok(())
@@ -154,9 +162,9 @@ impl Server {
         }
         shared.stats.log_summary();
         result.map_err(Error::Runtime)?;
-        match shared.stats.snapshot().worker_panics {
+        match shared.stats.snapshot().thread_panics {
             0 => Ok(()),
-            n => Err(Error::WorkerPanicked(n)),
+            n => Err(Error::ThreadPanicked(n)),
         }
     }
 }
@@ -167,7 +175,7 @@ impl Server {
 fn worker_panicked(shared: &Shared, index: usize) {
     let lost = shared.per_worker[index].swap(0, Relaxed);
     shared.stats.closed(lost, 0);
-    shared.stats.worker_panicked();
+    shared.stats.thread_panicked();
     tracing::error!(
         worker = index,
         connections = lost,

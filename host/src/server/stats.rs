@@ -22,7 +22,7 @@ pub struct Stats {
     err_results: AtomicU64,
     instantiate: AtomicU64,
     cut_off: AtomicU64,
-    worker_panics: AtomicU64,
+    thread_panics: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -49,8 +49,8 @@ pub struct Snapshot {
     pub instantiate: u64,
     /// Hooks not called because the shutdown deadline had passed (not plugin errors).
     pub cut_off: u64,
-    /// Worker threads that panicked (the server then stops and exits non-zero).
-    pub worker_panics: u64,
+    /// Server threads (workers, the acceptor) that panicked: the server then stops and exits 1.
+    pub thread_panics: u64,
 }
 
 impl Snapshot {
@@ -76,7 +76,7 @@ impl Stats {
             err_results: self.err_results.load(Relaxed),
             instantiate: self.instantiate.load(Relaxed),
             cut_off: self.cut_off.load(Relaxed),
-            worker_panics: self.worker_panics.load(Relaxed),
+            thread_panics: self.thread_panics.load(Relaxed),
         }
     }
 
@@ -103,8 +103,8 @@ impl Stats {
         self.oversize.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn worker_panicked(&self) {
-        self.worker_panics.fetch_add(1, Relaxed);
+    pub(crate) fn thread_panicked(&self) {
+        self.thread_panics.fetch_add(1, Relaxed);
     }
 
     /// Logs a failed plugin call with its cause and counts it by kind. A hook shutdown did not
@@ -148,7 +148,7 @@ impl Stats {
             traps = s.traps,
             err_results = s.err_results,
             cut_off = s.cut_off,
-            worker_panics = s.worker_panics,
+            thread_panics = s.thread_panics,
             "stopped"
         );
     }

@@ -111,12 +111,12 @@ fn a_worker_that_panics_closes_its_connections_and_stops_the_server_with_an_erro
         .join()
         .expect("run returns, it does not panic");
     assert!(
-        matches!(result, Err(Error::WorkerPanicked(1))),
+        matches!(result, Err(Error::ThreadPanicked(1))),
         "{result:?}"
     );
     assert_eq!(result.unwrap_err().exit_code(), 1);
     let stats = running.stats.snapshot();
-    assert_eq!(stats.worker_panics, 1);
+    assert_eq!(stats.thread_panics, 1);
     assert_eq!((stats.open, stats.closed), (0, 2), "{stats:?}");
     assert!(running.shutdown.is_triggered());
     for client in [&mut idle, &mut victim] {
