@@ -28,6 +28,7 @@ pub mod framing;
 pub mod plugin;
 pub mod server;
 pub mod shutdown;
+pub mod state;
 pub mod tools;
 
 pub use config::Config;
