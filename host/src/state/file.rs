@@ -30,7 +30,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 
 use super::error::{OpenError, Unavailable};
 use super::ops::{self, Entry, Op, Reply};
-use super::{Backend, KeyPage, Namespace, Quotas, StateError, LIST_PAGE};
+use super::{Answer, Backend, KeyPage, Namespace, Quotas, StateError, LIST_PAGE};
 
 #[cfg(test)]
 mod tests;
@@ -86,13 +86,7 @@ impl File {
     }
 
     /// Hands a write to the writer thread and waits for its answer, both until `deadline`.
-    fn write(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        op: Op,
-        deadline: Instant,
-    ) -> Result<Reply, StateError> {
+    fn write(&self, ns: &Namespace, key: &str, op: Op, deadline: Instant) -> Answer<Reply> {
         let (reply, answer) = bounded(1);
         let job = writer::Job {
             ns: ns.clone(),
@@ -119,13 +113,7 @@ impl File {
 }
 
 impl Backend for File {
-    fn run(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        op: Op,
-        deadline: Instant,
-    ) -> Result<Reply, StateError> {
+    fn run(&self, ns: &Namespace, key: &str, op: Op, deadline: Instant) -> Answer<Reply> {
         self.quotas.precheck(key, deadline)?;
         if op.writes() {
             return self.write(ns, key, op, deadline);
@@ -137,18 +125,13 @@ impl Backend for File {
         ops::apply(op, stored.as_ref(), ops::now_ms()).map(|(reply, _)| reply)
     }
 
-    fn list_keys(
-        &self,
-        ns: &Namespace,
-        cursor: Option<&str>,
-        deadline: Instant,
-    ) -> Result<KeyPage, StateError> {
+    fn list_keys(&self, ns: &Namespace, from: Option<&str>, deadline: Instant) -> Answer<KeyPage> {
         self.quotas.precheck("", deadline)?;
         let data = self.read_txn()?.open_table(DATA).map_err(store)?;
         let now = ops::now_ms();
         let mut keys = Vec::new();
         for row in data
-            .range((ns.as_str(), cursor.unwrap_or(""))..)
+            .range((ns.as_str(), from.unwrap_or(""))..)
             .map_err(store)?
         {
             let (k, v) = row.map_err(store)?;
@@ -156,14 +139,14 @@ impl Backend for File {
             if row_ns != ns.as_str() || keys.len() > LIST_PAGE {
                 break;
             }
-            if Some(key) != cursor && decode(v.value()).live(now) {
+            if Some(key) != from && decode(v.value()).live(now) {
                 keys.push(key.to_owned());
             }
         }
         Ok(KeyPage::of(keys))
     }
 
-    fn usage(&self, ns: &Namespace, deadline: Instant) -> Result<u64, StateError> {
+    fn usage(&self, ns: &Namespace, deadline: Instant) -> Answer<u64> {
         self.quotas.precheck("", deadline)?;
         let txn = self.read_txn()?;
         let (data, expiry) = (

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
 
 use super::ops::{self, Change, Entry, Op, Reply};
-use super::{Backend, KeyPage, Namespace, Quotas, StateError};
+use super::{Answer, Backend, KeyPage, Namespace, Quotas};
 
 /// Shards per namespace: a power of two well above the worker count of most hosts.
 const SHARDS: usize = 16;
@@ -67,13 +67,7 @@ impl Memory {
 }
 
 impl Backend for Memory {
-    fn run(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        op: Op,
-        deadline: Instant,
-    ) -> Result<Reply, StateError> {
+    fn run(&self, ns: &Namespace, key: &str, op: Op, deadline: Instant) -> Answer<Reply> {
         self.quotas.precheck(key, deadline)?;
         let space = self.space(ns);
         let now = ops::now_ms();
@@ -104,19 +98,14 @@ impl Backend for Memory {
         Ok(reply)
     }
 
-    fn list_keys(
-        &self,
-        ns: &Namespace,
-        cursor: Option<&str>,
-        deadline: Instant,
-    ) -> Result<KeyPage, StateError> {
+    fn list_keys(&self, ns: &Namespace, from: Option<&str>, deadline: Instant) -> Answer<KeyPage> {
         self.quotas.precheck("", deadline)?;
         let space = self.space(ns);
         let now = ops::now_ms();
         let mut keys = Vec::new();
         for shard in &space.shards {
             let shard = lock(shard);
-            let after = |k: &String| cursor.is_none_or(|c| k.as_str() > c);
+            let after = |k: &String| from.is_none_or(|c| k.as_str() > c);
             keys.extend(
                 shard
                     .entries
@@ -128,7 +117,7 @@ impl Backend for Memory {
         Ok(KeyPage::of(keys))
     }
 
-    fn usage(&self, ns: &Namespace, deadline: Instant) -> Result<u64, StateError> {
+    fn usage(&self, ns: &Namespace, deadline: Instant) -> Answer<u64> {
         self.quotas.precheck("", deadline)?;
         let space = self.space(ns);
         space.sweep_all(ops::now_ms());

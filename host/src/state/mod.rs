@@ -28,6 +28,9 @@ pub use error::{NamespaceError, OpenError, Quota, QuotaError, StateError, Unavai
 pub use ops::{Op, Reply};
 pub use quota::Quotas;
 
+/// What every state operation returns.
+pub type Answer<T> = Result<T, StateError>;
+
 /// Most keys one `list_keys` page returns.
 pub const LIST_PAGE: usize = 1000;
 
@@ -38,32 +41,17 @@ pub const LIST_PAGE: usize = 1000;
 /// block past `deadline`.
 pub trait Backend: Send + Sync {
     /// Runs one operation on one key atomically, after [`Quotas::precheck`].
-    fn run(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        op: Op,
-        deadline: Instant,
-    ) -> Result<Reply, StateError>;
+    fn run(&self, ns: &Namespace, key: &str, op: Op, deadline: Instant) -> Answer<Reply>;
 
-    /// Up to [`LIST_PAGE`] live keys of `ns` after `cursor`, in byte order; the page's cursor
-    /// is `None` when there are no more. Keys written meanwhile may or may not be listed.
-    fn list_keys(
-        &self,
-        ns: &Namespace,
-        cursor: Option<&str>,
-        deadline: Instant,
-    ) -> Result<KeyPage, StateError>;
+    /// Up to [`LIST_PAGE`] live keys of `ns` after `from` (the last page's cursor), in byte
+    /// order; the page's cursor is `None` when there are no more. Keys written meanwhile may or
+    /// may not be listed.
+    fn list_keys(&self, ns: &Namespace, from: Option<&str>, deadline: Instant) -> Answer<KeyPage>;
 
     /// The bytes (keys + values) `ns`'s live keys hold: what its quota is checked against.
-    fn usage(&self, ns: &Namespace, deadline: Instant) -> Result<u64, StateError>;
+    fn usage(&self, ns: &Namespace, deadline: Instant) -> Answer<u64>;
 
-    fn get(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        deadline: Instant,
-    ) -> Result<Option<Vec<u8>>, StateError> {
+    fn get(&self, ns: &Namespace, key: &str, deadline: Instant) -> Answer<Option<Vec<u8>>> {
         match self.run(ns, key, Op::Get, deadline)? {
             Reply::Value(v) => Ok(v),
             other => unreachable!("get answered {other:?}"),
@@ -85,22 +73,16 @@ pub trait Backend: Send + Sync {
     }
 
     /// Whether the key was there.
-    fn delete(&self, ns: &Namespace, key: &str, deadline: Instant) -> Result<bool, StateError> {
+    fn delete(&self, ns: &Namespace, key: &str, deadline: Instant) -> Answer<bool> {
         flag(self.run(ns, key, Op::Delete, deadline)?)
     }
 
-    fn exists(&self, ns: &Namespace, key: &str, deadline: Instant) -> Result<bool, StateError> {
+    fn exists(&self, ns: &Namespace, key: &str, deadline: Instant) -> Answer<bool> {
         flag(self.run(ns, key, Op::Exists, deadline)?)
     }
 
     /// The new value.
-    fn increment(
-        &self,
-        ns: &Namespace,
-        key: &str,
-        delta: i64,
-        deadline: Instant,
-    ) -> Result<i64, StateError> {
+    fn increment(&self, ns: &Namespace, key: &str, delta: i64, deadline: Instant) -> Answer<i64> {
         match self.run(ns, key, Op::Increment(delta), deadline)? {
             Reply::Int(n) => Ok(n),
             other => unreachable!("increment answered {other:?}"),
@@ -115,7 +97,7 @@ pub trait Backend: Send + Sync {
         expected: Option<&[u8]>,
         new: &[u8],
         deadline: Instant,
-    ) -> Result<bool, StateError> {
+    ) -> Answer<bool> {
         let op = Op::CompareAndSwap {
             expected: expected.map(<[u8]>::to_vec),
             new: new.to_vec(),
@@ -130,11 +112,11 @@ pub trait Backend: Send + Sync {
         key: &str,
         ttl: Option<Duration>,
         deadline: Instant,
-    ) -> Result<bool, StateError> {
+    ) -> Answer<bool> {
         flag(self.run(ns, key, Op::Expire(ttl), deadline)?)
     }
 
-    fn ttl(&self, ns: &Namespace, key: &str, deadline: Instant) -> Result<Ttl, StateError> {
+    fn ttl(&self, ns: &Namespace, key: &str, deadline: Instant) -> Answer<Ttl> {
         match self.run(ns, key, Op::Ttl, deadline)? {
             Reply::Ttl(t) => Ok(t),
             other => unreachable!("ttl answered {other:?}"),
@@ -142,7 +124,7 @@ pub trait Backend: Send + Sync {
     }
 }
 
-fn flag(reply: Reply) -> Result<bool, StateError> {
+fn flag(reply: Reply) -> Answer<bool> {
     match reply {
         Reply::Bool(b) => Ok(b),
         other => unreachable!("expected a boolean, got {other:?}"),

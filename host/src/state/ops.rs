@@ -9,7 +9,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::error::StateError;
-use super::Ttl;
+use super::{Answer, Ttl};
 
 /// A stored value and when it expires, in milliseconds since the Unix epoch. Wall-clock time,
 /// not `Instant`, so that the file backend's expiries keep their meaning across a restart.
@@ -110,7 +110,7 @@ pub(crate) fn apply(
         (Some(_), None) => Change::Remove,
         _ => Change::Keep,
     };
-    let put = |value: Vec<u8>, ttl: Option<Duration>| -> Result<Change, StateError> {
+    let put = |value: Vec<u8>, ttl: Option<Duration>| -> Answer<Change> {
         Ok(Change::Put(Entry {
             value,
             expires_at: expiry(ttl, now)?,
@@ -162,7 +162,7 @@ pub(crate) fn apply(
 }
 
 /// The expiry instant of a TTL given now; a TTL is rounded up to whole milliseconds.
-fn expiry(ttl: Option<Duration>, now: u64) -> Result<Option<u64>, StateError> {
+fn expiry(ttl: Option<Duration>, now: u64) -> Answer<Option<u64>> {
     let Some(ttl) = ttl else { return Ok(None) };
     let ms = ttl.as_nanos().div_ceil(1_000_000);
     if ms == 0 {
@@ -174,7 +174,7 @@ fn expiry(ttl: Option<Duration>, now: u64) -> Result<Option<u64>, StateError> {
 }
 
 /// A stored counter: ASCII decimal, an optional `-`, no spaces (what Redis `INCRBY` accepts).
-fn parse_int(value: &[u8]) -> Result<i64, StateError> {
+fn parse_int(value: &[u8]) -> Answer<i64> {
     let text = std::str::from_utf8(value).map_err(|_| StateError::NotAnInteger)?;
     if text.starts_with('+') {
         return Err(StateError::NotAnInteger);

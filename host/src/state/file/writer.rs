@@ -9,7 +9,7 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 
 use super::{decode, encode, DATA, EXPIRY, USAGE};
 use crate::state::ops::{self, Change, Entry, Op, Reply};
-use crate::state::{Namespace, Quotas, StateError};
+use crate::state::{Answer, Namespace, Quotas, StateError};
 
 /// Most writes committed together (one fsync).
 const BATCH: usize = 256;
@@ -124,7 +124,7 @@ impl Writer {
         key: &str,
         op: Op,
         now: u64,
-    ) -> Result<Result<Reply, StateError>, redb::Error> {
+    ) -> Result<Answer<Reply>, redb::Error> {
         let ns = ns.as_str();
         let growth = op.growth(key);
         if growth > 0 && t.used(ns)? + growth > self.quotas.max_namespace_bytes {
