@@ -96,10 +96,15 @@ impl Connection {
         self.codec.encode(reply, &mut self.output);
     }
 
+    /// Reply bytes queued and not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
     /// Whether unsent output is over the cap: no message is handed out and nothing is read until
     /// the client catches up.
     pub fn over_output_cap(&self) -> bool {
-        self.output.len() - self.written > self.max_output
+        self.pending_output() > self.max_output
     }
 
     /// Closes the connection once its queued output is written; the first reason given stays.

@@ -4,6 +4,7 @@
 mod acceptor;
 mod connection;
 mod handler;
+pub mod messaging;
 pub mod stats;
 mod worker;
 
@@ -22,6 +23,7 @@ use crate::plugin::limits::CutOff;
 use crate::plugin::{Plugins, WorkerPool};
 use crate::shutdown::Shutdown;
 use handler::{Handler, NativeEcho};
+use messaging::Messenger;
 use stats::Stats;
 
 /// Worker threads run plugin code on their own stack, which must hold wasmtime's 512 KiB wasm
@@ -84,16 +86,21 @@ impl Server {
     /// an error if a server thread panicked.
     pub fn run(self, listener: TcpListener) -> Result<(), Error> {
         if self.config.native_echo {
-            self.run_with(listener, |_| NativeEcho)
+            self.run_with(listener, |_, _| NativeEcho)
         } else {
             let (plugins, isolation) = (self.plugins.clone(), self.config.isolation);
-            self.run_with(listener, move |_| {
+            self.run_with(listener, move |_, _| {
                 WorkerPool::new(plugins.clone(), isolation)
             })
         }
     }
 
-    fn run_with<H>(self, listener: TcpListener, handler: impl Fn(usize) -> H) -> Result<(), Error>
+    /// Runs with the handler `handler(worker index, messenger)` makes for each worker.
+    fn run_with<H>(
+        self,
+        listener: TcpListener,
+        handler: impl Fn(usize, &Arc<Messenger>) -> H,
+    ) -> Result<(), Error>
     where
         H: Handler + Send + 'static,
     {
@@ -109,7 +116,11 @@ impl Server {
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut inboxes = Vec::new();
         let result = (|| -> anyhow::Result<()> {
-            for index in 0..workers {
+            // Every worker's inboxes exist before any worker runs: a handler may send to a
+            // connection of any of them.
+            let mut loops = Vec::new();
+            let mut outboxes = Vec::new();
+            for _ in 0..workers {
                 let poll = Poll::new().context("cannot create an event loop")?;
                 let waker = Arc::new(
                     Waker::new(poll.registry(), worker::WAKER).context("cannot create a waker")?,
@@ -119,8 +130,29 @@ impl Server {
                     tx,
                     waker: waker.clone(),
                 });
+                // Bounded by the bytes in flight to each receiver (see `messaging`).
+                let (dtx, drx) = crossbeam_channel::unbounded();
+                outboxes.push(messaging::Inbox {
+                    tx: dtx,
+                    waker: waker.clone(),
+                });
                 shutdown.subscribe(waker);
-                let w = worker::Worker::new(index, poll, rx, shared.clone(), handler(index));
+                loops.push((poll, rx, drx));
+            }
+            let messenger = Arc::new(Messenger::new(
+                outboxes,
+                shared.config.max_output_bytes,
+                messaging::MAX_ROOMS_PER_CONNECTION,
+            ));
+            for (index, (poll, rx, drx)) in loops.into_iter().enumerate() {
+                let w = worker::Worker::new(
+                    index,
+                    poll,
+                    (rx, drx),
+                    shared.clone(),
+                    messenger.clone(),
+                    handler(index, &messenger),
+                );
                 let shared = shared.clone();
                 handles.push(
                     std::thread::Builder::new()

@@ -22,6 +22,7 @@ pub struct Stats {
     err_results: AtomicU64,
     instantiate: AtomicU64,
     cut_off: AtomicU64,
+    slow_consumers: AtomicU64,
     thread_panics: AtomicU64,
 }
 
@@ -49,6 +50,8 @@ pub struct Snapshot {
     pub instantiate: u64,
     /// Hooks not called because the shutdown deadline had passed (not plugin errors).
     pub cut_off: u64,
+    /// Connections closed because more than `--max-output-bytes` waited for them.
+    pub slow_consumers: u64,
     /// Server threads (workers, the acceptor) that panicked: the server then stops and exits 1.
     pub thread_panics: u64,
 }
@@ -76,6 +79,7 @@ impl Stats {
             err_results: self.err_results.load(Relaxed),
             instantiate: self.instantiate.load(Relaxed),
             cut_off: self.cut_off.load(Relaxed),
+            slow_consumers: self.slow_consumers.load(Relaxed),
             thread_panics: self.thread_panics.load(Relaxed),
         }
     }
@@ -97,6 +101,10 @@ impl Stats {
         self.open.fetch_sub(n, Relaxed);
         self.closed.fetch_add(n as u64, Relaxed);
         self.messages.fetch_add(messages, Relaxed);
+    }
+
+    pub(crate) fn slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn oversize(&self) {
@@ -148,6 +156,7 @@ impl Stats {
             traps = s.traps,
             err_results = s.err_results,
             cut_off = s.cut_off,
+            slow_consumers = s.slow_consumers,
             thread_panics = s.thread_panics,
             "stopped"
         );

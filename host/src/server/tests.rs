@@ -14,7 +14,7 @@ use crate::plugin::{CallError, Outcome};
 
 /// A core-ABI module whose `on-message` spins forever, unless the message is empty, which it
 /// echoes (as nothing).
-const SPIN: &str = r#"
+pub(crate) const SPIN: &str = r#"
 (module
   (memory (export "memory") 1)
   (func (export "sandport_abi_version") (result i32) (i32.const 1))
@@ -25,8 +25,12 @@ const SPIN: &str = r#"
     (i32.const 0)))
 "#;
 
-fn plugin_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sandport-server-{}-{name}", std::process::id()));
+/// Writes `text` to a file of its own (tests run in parallel: one shared path could be read
+/// while another test rewrites it).
+pub(crate) fn plugin_file(name: &str, text: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sandport-server-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.wat"));
     std::fs::write(&path, text).unwrap();
@@ -97,7 +101,7 @@ impl Handler for Panicking {
 #[test]
 fn a_worker_that_panics_closes_its_connections_and_stops_the_server_with_an_error() {
     let running = start(config(5000), |server, listener| {
-        server.run_with(listener, |_| Panicking)
+        server.run_with(listener, |_, _| Panicking)
     });
     let mut idle = TcpStream::connect(running.addr).unwrap();
     let mut victim = TcpStream::connect(running.addr).unwrap();

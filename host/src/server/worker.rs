@@ -1,6 +1,7 @@
 //! A worker thread: an event loop over the connections it owns, handing each whole message to its
 //! own handler, with backpressure and a drain bounded by the shutdown deadline.
 
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use slab::Slab;
 use super::acceptor::NewConn;
 use super::connection::{Connection, Fill};
 use super::handler::Handler;
+use super::messaging::{Delivery, Messenger};
 use super::Shared;
 use crate::config::OnError;
 use crate::framing::Codec;
@@ -38,7 +40,12 @@ pub struct Worker<H: Handler> {
     index: usize,
     poll: Poll,
     inbox: Receiver<NewConn>,
+    /// Bytes and closes other connections sent to this worker's connections.
+    deliveries: Receiver<Delivery>,
+    messenger: Arc<Messenger>,
     sessions: Slab<Session<H::Session>>,
+    /// Each session's slab key, by connection id (what deliveries name).
+    by_id: HashMap<u64, usize>,
     handler: H,
     codec: Codec,
     shared: Arc<Shared>,
@@ -54,8 +61,9 @@ impl<H: Handler> Worker<H> {
     pub fn new(
         index: usize,
         poll: Poll,
-        inbox: Receiver<NewConn>,
+        (inbox, deliveries): (Receiver<NewConn>, Receiver<Delivery>),
         shared: Arc<Shared>,
+        messenger: Arc<Messenger>,
         handler: H,
     ) -> Self {
         let cfg = &shared.config;
@@ -64,7 +72,10 @@ impl<H: Handler> Worker<H> {
             index,
             poll,
             inbox,
+            deliveries,
+            messenger,
             sessions: Slab::new(),
+            by_id: HashMap::new(),
             handler,
             scratch: vec![0; codec.read_size()],
             codec,
@@ -95,7 +106,10 @@ impl<H: Handler> Worker<H> {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    WAKER => self.take_new_connections(),
+                    WAKER => {
+                        self.take_new_connections();
+                        self.take_deliveries();
+                    }
                     Token(key) => {
                         if self.sessions.contains(key) {
                             self.drive(key);
@@ -171,6 +185,8 @@ impl<H: Handler> Worker<H> {
                 worker = self.index,
                 "connection opened"
             );
+            self.messenger.register(id, self.index);
+            self.by_id.insert(id, key);
             let max_output = self.shared.config.max_output_bytes;
             let s = entry.insert(Session {
                 io: Connection::new(stream, self.codec, max_output),
@@ -199,11 +215,64 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Queues what other connections sent to this worker's connections and writes it, and
+    /// closes those they asked to close; a receiver still over its output cap once it is flushed
+    /// is a slow consumer and is closed at once, its queued output dropped.
+    fn take_deliveries(&mut self) {
+        while let Ok(delivery) = self.deliveries.try_recv() {
+            let to = match &delivery {
+                Delivery::Bytes { to, bytes } => {
+                    self.messenger.taken(*to, bytes.len());
+                    *to
+                }
+                Delivery::Close { to } | Delivery::SlowConsumer { to } => *to,
+            };
+            // The receiver may have closed since it was sent to.
+            let Some(&key) = self.by_id.get(&to) else {
+                continue;
+            };
+            let io = &mut self.sessions[key].io;
+            match delivery {
+                Delivery::Bytes { bytes, .. } => io.reply(&bytes),
+                Delivery::Close { .. } => io.close_after_flush("closed by another connection"),
+                Delivery::SlowConsumer { .. } => {
+                    self.slow_consumer(key);
+                    continue;
+                }
+            }
+            // Only written here, never handled: a handler call must not start from inside
+            // another (this runs between two calls of the worker's handler).
+            if let Err(e) = io.flush() {
+                tracing::debug!(conn = to, "write failed: {e}");
+                self.finish(key, "client went away");
+            } else if io.over_output_cap() {
+                self.slow_consumer(key);
+            } else if let Some(reason) = io.finished("client closed") {
+                self.finish(key, reason);
+            }
+        }
+    }
+
+    fn slow_consumer(&mut self, key: usize) {
+        self.shared.stats.slow_consumer();
+        let s = &self.sessions[key];
+        tracing::warn!(
+            conn = s.info.id,
+            peer = %s.info.peer,
+            "closing a slow consumer: more than --max-output-bytes waits for it"
+        );
+        self.finish(key, "slow consumer");
+    }
+
     /// Moves one connection forward as far as it can go now: handle what is buffered, write,
     /// read, repeat; closes it once it is over.
     fn drive(&mut self, key: usize) {
         loop {
             let held_back = self.handle_messages(key);
+            if !self.sessions.contains(key) {
+                // A delivery taken between two calls closed it.
+                return;
+            }
             // Replies must leave now: with edge-triggered readiness no event may come to do it.
             let s = &mut self.sessions[key];
             if let Err(e) = s.io.flush() {
@@ -242,8 +311,8 @@ impl<H: Handler> Worker<H> {
     /// the output cap stopped it (backpressure), so messages may still be buffered.
     fn handle_messages(&mut self, key: usize) -> bool {
         let on_error = self.shared.config.on_error;
-        let s = &mut self.sessions[key];
         loop {
+            let s = &mut self.sessions[key];
             let message = match s.io.next_message() {
                 Ok(Some(m)) => m,
                 Ok(None) => return s.io.over_output_cap(),
@@ -271,12 +340,22 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
+            // What the call sent to this worker's own connections is queued before the next
+            // call, so bytes in flight to them stay bounded by one call's worth.
+            if !self.deliveries.is_empty() {
+                self.take_deliveries();
+                if !self.sessions.contains(key) {
+                    return false;
+                }
+            }
         }
     }
 
     /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
     fn finish(&mut self, key: usize, reason: &'static str) {
         let mut s = self.sessions.remove(key);
+        self.by_id.remove(&s.info.id);
+        self.messenger.unregister(s.info.id);
         let _ = self.poll.registry().deregister(s.io.stream_mut());
         for e in self
             .handler

@@ -1,0 +1,243 @@
+//! Messages between connections: which worker owns each connection, rooms and their members,
+//! and delivery of bytes (or a close) to a connection through its owning worker's inbox.
+//!
+//! A handler on any worker may send to any connection. The bytes never touch the receiver's
+//! buffers from another thread: they go to the owning worker's inbox (a channel and its event
+//! loop's waker), which frames and queues them as a reply between two events. One channel per
+//! receiving worker, filled in call order, keeps delivery in order per sender and receiver.
+//!
+//! Nothing buffers without bound: a receiver whose unsent output is over `--max-output-bytes`
+//! once its worker has queued and written what was sent to it is a slow consumer (as Redis
+//! treats a pub/sub client over its output limit): it is closed, what was queued for it is
+//! dropped, and the sender is never blocked. Bytes still in the channel are capped too
+//! ([`IN_FLIGHT_FACTOR`] caps per receiver).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+/// What a worker's inbox carries for one of its connections.
+pub enum Delivery {
+    /// Bytes for the client, framed as a reply.
+    Bytes { to: u64, bytes: Vec<u8> },
+    /// Close the connection once what is queued for it is written.
+    Close { to: u64 },
+    /// Too much is in flight to it: close it now, dropping its queued output.
+    SlowConsumer { to: u64 },
+}
+
+/// Why a message was not accepted for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no open connection has the id {0}")]
+    UnknownConnection(u64),
+    #[error("a connection may be in at most {0} rooms")]
+    TooManyRooms(usize),
+    #[error("a room name must be 1 to 256 bytes")]
+    BadRoomName,
+}
+
+/// How to reach one open connection.
+struct Route {
+    worker: usize,
+    /// Bytes sent to it and not yet taken by its worker.
+    in_flight: Arc<AtomicUsize>,
+    /// Set once it was found to be a slow consumer: later sends are dropped.
+    slow: Arc<AtomicBool>,
+    /// The rooms it is in.
+    rooms: BTreeSet<String>,
+}
+
+/// One worker's inbox.
+pub struct Inbox {
+    pub tx: Sender<Delivery>,
+    pub waker: Arc<Waker>,
+}
+
+/// Shared by every worker and handler of a server.
+pub struct Messenger {
+    routes: RwLock<HashMap<u64, Route>>,
+    rooms: Mutex<HashMap<String, BTreeSet<u64>>>,
+    inboxes: Vec<Inbox>,
+    /// `--max-output-bytes`: what may wait for one receiver, in flight and unsent together.
+    max_output: usize,
+    max_rooms: usize,
+}
+
+/// How many `--max-output-bytes` may be in flight to one receiver (sent, not yet taken by its
+/// worker) before it is closed: its worker is that far behind. With what it has not read (at
+/// most one cap), a receiver holds at most `1 + IN_FLIGHT_FACTOR` caps of the host's memory.
+pub const IN_FLIGHT_FACTOR: usize = 4;
+
+/// Rooms one connection may be in at once (a quota: each membership costs memory and makes
+/// every publish to the room do work). The contract 0.2 wiring makes it a flag.
+pub const MAX_ROOMS_PER_CONNECTION: usize = 16;
+
+/// The longest room name, in bytes.
+const MAX_ROOM_NAME: usize = 256;
+
+impl Messenger {
+    pub fn new(inboxes: Vec<Inbox>, max_output: usize, max_rooms: usize) -> Self {
+        Messenger {
+            routes: RwLock::default(),
+            rooms: Mutex::default(),
+            inboxes,
+            max_output,
+            max_rooms,
+        }
+    }
+
+    /// Connection `id` is open on `worker`.
+    pub(crate) fn register(&self, id: u64, worker: usize) {
+        let route = Route {
+            worker,
+            in_flight: Arc::default(),
+            slow: Arc::default(),
+            rooms: BTreeSet::new(),
+        };
+        self.routes_mut().insert(id, route);
+    }
+
+    /// Connection `id` is gone: it leaves its rooms, and sends to it fail from now on.
+    pub(crate) fn unregister(&self, id: u64) {
+        let Some(route) = self.routes_mut().remove(&id) else {
+            return;
+        };
+        let mut rooms = self.rooms();
+        for name in route.rooms {
+            if let Some(members) = rooms.get_mut(&name) {
+                members.remove(&id);
+                if members.is_empty() {
+                    rooms.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// The worker took `n` bytes for `id` off its inbox.
+    pub(crate) fn taken(&self, id: u64, n: usize) {
+        if let Some(route) = self.routes_read().get(&id) {
+            route.in_flight.fetch_sub(n, Relaxed);
+        }
+    }
+
+    /// Sends `bytes` to connection `to`, framed as a reply; never blocks. A receiver over its
+    /// output cap is closed as a slow consumer instead, which is not the sender's error.
+    pub fn send(&self, to: u64, bytes: &[u8]) -> Result<(), SendError> {
+        let routes = self.routes_read();
+        let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
+        self.deliver(to, route, bytes);
+        Ok(())
+    }
+
+    fn deliver(&self, to: u64, route: &Route, bytes: &[u8]) {
+        if route.slow.load(Relaxed) {
+            return;
+        }
+        let inbox = &self.inboxes[route.worker];
+        let before = route.in_flight.fetch_add(bytes.len(), Relaxed);
+        let delivery = if before + bytes.len() > self.max_output * IN_FLIGHT_FACTOR {
+            route.in_flight.fetch_sub(bytes.len(), Relaxed);
+            route.slow.store(true, Relaxed);
+            Delivery::SlowConsumer { to }
+        } else {
+            Delivery::Bytes {
+                to,
+                bytes: bytes.to_vec(),
+            }
+        };
+        // A worker that is gone (shutting down) drops the delivery with its connections.
+        if inbox.tx.send(delivery).is_ok() {
+            let _ = inbox.waker.wake();
+        }
+    }
+
+    /// Closes connection `to` once what is queued for it is written.
+    pub fn close(&self, to: u64) -> Result<(), SendError> {
+        let routes = self.routes_read();
+        let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
+        let inbox = &self.inboxes[route.worker];
+        if inbox.tx.send(Delivery::Close { to }).is_ok() {
+            let _ = inbox.waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Connection `id` joins `room` (nothing changes if it is in it already).
+    pub fn join(&self, id: u64, room: &str) -> Result<(), SendError> {
+        if room.is_empty() || room.len() > MAX_ROOM_NAME {
+            return Err(SendError::BadRoomName);
+        }
+        let mut routes = self.routes_mut();
+        let route = routes
+            .get_mut(&id)
+            .ok_or(SendError::UnknownConnection(id))?;
+        if !route.rooms.contains(room) && route.rooms.len() >= self.max_rooms {
+            return Err(SendError::TooManyRooms(self.max_rooms));
+        }
+        route.rooms.insert(room.to_string());
+        self.rooms().entry(room.to_string()).or_default().insert(id);
+        Ok(())
+    }
+
+    /// Connection `id` leaves `room`; returns whether it was in it.
+    pub fn leave(&self, id: u64, room: &str) -> bool {
+        let mut routes = self.routes_mut();
+        let was_in = routes.get_mut(&id).is_some_and(|r| r.rooms.remove(room));
+        if was_in {
+            let mut rooms = self.rooms();
+            if let Some(members) = rooms.get_mut(room) {
+                members.remove(&id);
+                if members.is_empty() {
+                    rooms.remove(room);
+                }
+            }
+        }
+        was_in
+    }
+
+    /// The ids in `room`, in order.
+    pub fn members(&self, room: &str) -> Vec<u64> {
+        self.rooms()
+            .get(room)
+            .map_or_else(Vec::new, |m| m.iter().copied().collect())
+    }
+
+    /// Sends `bytes` to every member of `room` (the sender `from` too only if `include_self`);
+    /// returns how many it was sent to.
+    pub fn publish(&self, from: u64, room: &str, bytes: &[u8], include_self: bool) -> usize {
+        let members = self.members(room);
+        let routes = self.routes_read();
+        let mut sent = 0;
+        for to in members {
+            if to == from && !include_self {
+                continue;
+            }
+            if let Some(route) = routes.get(&to) {
+                self.deliver(to, route, bytes);
+                sent += 1;
+            }
+        }
+        sent
+    }
+
+    fn routes_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Route>> {
+        // A panicking thread cannot leave the map half-changed: every change is one insert or
+        // remove.
+        self.routes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Route>> {
+        self.routes.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, BTreeSet<u64>>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests;
