@@ -10,6 +10,7 @@ mod chains;
 mod config;
 mod core_abi;
 mod framing;
+mod hostile;
 mod in_process;
 mod isolation;
 mod languages;

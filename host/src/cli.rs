@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ByteSize, Config, Framing, Isolation, OnError, PluginSetting};
+use crate::config::{ByteSize, Config, Framing, Isolation, OnError, PluginSetting, Timeout};
 use crate::error::Error;
 
 /// Serve TCP clients, passing every message through sandboxed WebAssembly handler plugins.
@@ -128,6 +128,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_ON_ERROR", value_enum, default_value_t = OnError::Close)]
     pub on_error: OnError,
 
+    /// Close a connection that has sent no message, and has no reply waiting, for this long
+    /// (`250ms`, `30s`, `5m`, `1h`; `off` to keep idle connections for ever).
+    #[arg(long, env = "SANDPORT_IDLE_TIMEOUT", default_value = "5m")]
+    pub idle_timeout: Timeout,
+
+    /// Close a connection whose message has not arrived whole this long after its first byte
+    /// (slow senders, slowloris); `off` to wait for ever.
+    #[arg(long, env = "SANDPORT_MESSAGE_TIMEOUT", default_value = "60s")]
+    pub message_timeout: Timeout,
+
     /// On SIGINT/SIGTERM, how long to wait for in-flight messages and unsent replies.
     #[arg(long, env = "SANDPORT_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
     pub shutdown_timeout_ms: u64,
@@ -165,6 +175,8 @@ impl ServeArgs {
             max_output_bytes: size(self.max_output_bytes),
             on_error: self.on_error,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            idle_timeout: self.idle_timeout.0,
+            message_timeout: self.message_timeout.0,
             native_echo: self.bench_native_echo,
             ..self.load.into_config(plugins)
         })

@@ -40,6 +40,12 @@ pub struct Config {
     pub on_error: OnError,
     /// How long shutdown waits for in-flight messages and unsent replies, from the signal.
     pub shutdown_timeout: Duration,
+    /// A connection with no partial message, no unsent reply and no whole message for this
+    /// long is closed (`--idle-timeout`); `None` never closes an idle one.
+    pub idle_timeout: Option<Duration>,
+    /// A message must arrive whole within this long of its first byte (`--message-timeout`,
+    /// against slowloris clients); `None` waits for ever.
+    pub message_timeout: Option<Duration>,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
     /// Benchmarks only: answer every message with itself, in-process, without calling any
@@ -73,6 +79,8 @@ impl Default for Config {
             memory_limit: 128 << 20,
             on_error: OnError::Close,
             shutdown_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(300)),
+            message_timeout: Some(Duration::from_secs(60)),
             cache_dir: crate::plugin::cache::default_dir(),
             native_echo: false,
         }
@@ -90,8 +98,18 @@ impl Config {
         at_most("--workers", self.workers, MAX_WORKERS)?;
         at_least("--max-connections", self.max_connections, 1)?;
         at_most("--max-connections", self.max_connections, MAX_CONNECTIONS)?;
-        let ms = self.timeout.as_millis().min(usize::MAX as u128) as usize;
-        at_least("--timeout-ms", ms, 1)?;
+        let ms = |d: Duration| d.as_millis().min(usize::MAX as u128) as usize;
+        at_least("--timeout-ms", ms(self.timeout), 1)?;
+        for (flag, d) in [
+            ("--idle-timeout", self.idle_timeout),
+            ("--message-timeout", self.message_timeout),
+        ] {
+            if d.is_some_and(|d| d < Duration::from_millis(1)) {
+                return Err(Error::config(format!(
+                    "{flag} must be at least 1ms, or off"
+                )));
+            }
+        }
         in_range(
             "--max-message-bytes",
             self.max_message_bytes,
@@ -243,6 +261,44 @@ impl FromStr for ByteSize {
     }
 }
 
+/// A time span written as `250ms`, `30s`, `5m` or `1h`; `0` or `off` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+impl FromStr for Timeout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "0" || s.eq_ignore_ascii_case("off") {
+            return Ok(Timeout(None));
+        }
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("`{s}` is not a time: expected a number and a unit, such as 250ms, 30s, 5m or 1h, or off")
+        })?;
+        let ms = match unit.trim() {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1_000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            "" => {
+                return Err(format!(
+                    "`{s}` has no unit: write {s}ms, {s}s, {s}m or {s}h"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "`{s}` has an unknown unit `{other}`: use ms, s, m or h"
+                ))
+            }
+        };
+        let ms = ms.ok_or_else(|| format!("`{s}` is too long a time"))?;
+        Ok(Timeout((ms > 0).then(|| Duration::from_millis(ms))))
+    }
+}
+
 /// One `--config PLUGIN.KEY=VALUE` setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginSetting {
@@ -297,6 +353,28 @@ mod tests {
         assert!(e.contains("too large"), "{e}");
         let e = "18446744073709551615GiB".parse::<ByteSize>().unwrap_err();
         assert!(e.contains("too large"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_parse_with_units_and_off() {
+        let ms = |n| Ok(Timeout(Some(Duration::from_millis(n))));
+        assert_eq!("250ms".parse(), ms(250));
+        assert_eq!("30s".parse(), ms(30_000));
+        assert_eq!("5m".parse(), ms(300_000));
+        assert_eq!("1h".parse(), ms(3_600_000));
+        assert_eq!("off".parse(), Ok(Timeout(None)));
+        assert_eq!("0".parse(), Ok(Timeout(None)));
+        assert!("30".parse::<Timeout>().unwrap_err().contains("no unit"));
+        assert!("3d"
+            .parse::<Timeout>()
+            .unwrap_err()
+            .contains("unknown unit `d`"));
+        assert!("soon"
+            .parse::<Timeout>()
+            .unwrap_err()
+            .contains("not a time"));
+        let e = "99999999999999999h".parse::<Timeout>().unwrap_err();
+        assert!(e.contains("too long"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Modelled on mini-redis's `Connection`.
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
@@ -36,6 +37,35 @@ pub struct Connection {
     done_reading: bool,
     /// Set once the connection must close after its output is written; says why.
     closing: Option<&'static str>,
+    /// When a message was last handed out or a reply last written (or the connection opened).
+    last_active: Instant,
+    /// When the first byte of the message still being received arrived.
+    partial_since: Option<Instant>,
+}
+
+/// Which time limit a connection ran past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Nothing sent, nothing to send, for `--idle-timeout`.
+    Idle,
+    /// A message not whole `--message-timeout` after its first byte.
+    Message,
+}
+
+impl Expired {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Expired::Idle => "idle timeout",
+            Expired::Message => "message timeout",
+        }
+    }
+}
+
+/// The time limits of a connection's input (`--idle-timeout`, `--message-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle: Option<Duration>,
+    pub message: Option<Duration>,
 }
 
 impl Connection {
@@ -50,7 +80,26 @@ impl Connection {
             max_output,
             done_reading: false,
             closing: None,
+            last_active: Instant::now(),
+            partial_since: None,
         }
+    }
+
+    /// Whether a time limit has passed at `now`: a message arriving too slowly, or nothing at
+    /// all for too long. A connection with a reply still unsent is not idle (its client is
+    /// slow to read, which the output cap bounds), nor one that is already closing.
+    pub fn timed_out(&self, now: Instant, limits: Timeouts) -> Option<Expired> {
+        if self.closing.is_some() {
+            return None;
+        }
+        let over = |since: Instant, limit: Option<Duration>| {
+            limit.is_some_and(|l| now.saturating_duration_since(since) > l)
+        };
+        if let Some(since) = self.partial_since {
+            return over(since, limits.message).then_some(Expired::Message);
+        }
+        let idle = self.pending_output() == 0 && over(self.last_active, limits.idle);
+        idle.then_some(Expired::Idle)
     }
 
     /// The socket, for registering it with an event loop.
@@ -62,7 +111,7 @@ impl Connection {
     /// (backpressure: the client must read first), or the connection is closing. After EOF a
     /// last partial message the framing allows (a line without `\n`, a raw read) is handed out.
     /// A message over `--max-message-bytes` is an error; the connection is then closing.
-    pub fn next_message(&mut self) -> Result<Option<&[u8]>, FrameError> {
+    pub fn next_message(&mut self, now: Instant) -> Result<Option<&[u8]>, FrameError> {
         if self.closing.is_some() || self.over_output_cap() {
             return Ok(None);
         }
@@ -88,6 +137,9 @@ impl Connection {
         };
         let start = self.consumed;
         self.consumed += used;
+        self.last_active = now;
+        // What follows arrived by now: the next message's clock starts no later.
+        self.partial_since = (self.consumed < self.input.len()).then_some(now);
         Ok(Some(&self.input[start + range.start..start + range.end]))
     }
 
@@ -132,7 +184,9 @@ impl Connection {
     }
 
     /// Reads once, at most `scratch.len()` bytes (the codec's read size), into the buffer.
-    pub fn fill(&mut self, scratch: &mut [u8]) -> io::Result<Fill> {
+    /// `now` (here and below) is the worker's clock, read once per event batch: a clock read
+    /// per message would cost more than the timeouts need.
+    pub fn fill(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<Fill> {
         let room = self.codec.read_size().min(scratch.len());
         loop {
             return match self.stream.read(&mut scratch[..room]) {
@@ -141,6 +195,9 @@ impl Connection {
                     Ok(Fill::Eof)
                 }
                 Ok(n) => {
+                    if self.consumed == self.input.len() {
+                        self.partial_since = Some(now);
+                    }
                     self.input.extend_from_slice(&scratch[..n]);
                     Ok(Fill::Data)
                 }
@@ -152,11 +209,14 @@ impl Connection {
     }
 
     /// Writes as much queued output as the socket takes now.
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.last_active = now;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -218,7 +278,7 @@ mod tests {
         let mut scratch = vec![0; 64 << 10];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
-            match conn.fill(&mut scratch).unwrap() {
+            match conn.fill(&mut scratch, Instant::now()).unwrap() {
                 Fill::Eof if eof => return,
                 Fill::Data if !eof => return,
                 _ => std::thread::yield_now(),
@@ -234,14 +294,14 @@ mod tests {
         client.shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = Vec::new();
         loop {
-            while let Some(m) = conn.next_message().unwrap() {
+            while let Some(m) = conn.next_message(Instant::now()).unwrap() {
                 got.push(m.to_vec());
             }
             if conn.finished("client closed").is_some() {
                 break;
             }
             let mut scratch = vec![0; 1024];
-            if conn.fill(&mut scratch).unwrap() == Fill::WouldBlock {
+            if conn.fill(&mut scratch, Instant::now()).unwrap() == Fill::WouldBlock {
                 std::thread::yield_now();
             }
         }
@@ -254,14 +314,59 @@ mod tests {
         let (mut conn, mut client) = pair(Framing::Line, 4);
         client.write_all(b"a\nb\n").unwrap();
         fill_until(&mut conn, false);
-        assert_eq!(conn.next_message().unwrap(), Some(&b"a"[..]));
+        assert_eq!(conn.next_message(Instant::now()).unwrap(), Some(&b"a"[..]));
         conn.reply(b"12345");
         assert!(conn.over_output_cap());
         assert!(!conn.wants_read());
-        assert_eq!(conn.next_message().unwrap(), None, "held back");
-        conn.flush().unwrap();
+        assert_eq!(
+            conn.next_message(Instant::now()).unwrap(),
+            None,
+            "held back"
+        );
+        conn.flush(Instant::now()).unwrap();
         assert!(!conn.over_output_cap());
-        assert_eq!(conn.next_message().unwrap(), Some(&b"b"[..]));
+        assert_eq!(conn.next_message(Instant::now()).unwrap(), Some(&b"b"[..]));
+    }
+
+    #[test]
+    fn a_partial_message_times_out_and_a_quiet_connection_goes_idle() {
+        let limits = Timeouts {
+            idle: Some(Duration::from_secs(10)),
+            message: Some(Duration::from_secs(1)),
+        };
+        let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
+        let start = Instant::now();
+        assert_eq!(conn.timed_out(start + Duration::from_secs(9), limits), None);
+        assert_eq!(
+            conn.timed_out(start + Duration::from_secs(11), limits),
+            Some(Expired::Idle)
+        );
+        client.write_all(b"half a li").unwrap();
+        fill_until(&mut conn, false);
+        let read = Instant::now();
+        assert_eq!(
+            conn.timed_out(read + Duration::from_millis(900), limits),
+            None
+        );
+        assert_eq!(
+            conn.timed_out(read + Duration::from_secs(2), limits),
+            Some(Expired::Message),
+            "a partial message is on the message clock, not the idle one"
+        );
+        client.write_all(b"ne\n").unwrap();
+        fill_until(&mut conn, false);
+        assert_eq!(
+            conn.next_message(Instant::now()).unwrap(),
+            Some(&b"half a line"[..])
+        );
+        let done = Instant::now();
+        assert_eq!(conn.timed_out(done + Duration::from_secs(2), limits), None);
+        conn.reply(b"an answer the client does not read");
+        assert_eq!(
+            conn.timed_out(done + Duration::from_secs(60), limits),
+            None,
+            "a reply waiting to be written is not idleness"
+        );
     }
 
     #[test]
@@ -270,14 +375,14 @@ mod tests {
         client.write_all(&[b'x'; 40]).unwrap();
         conn.reply(b"earlier");
         fill_until(&mut conn, false);
-        assert!(conn.next_message().is_err());
-        assert_eq!(conn.next_message().unwrap(), None);
+        assert!(conn.next_message(Instant::now()).is_err());
+        assert_eq!(conn.next_message(Instant::now()).unwrap(), None);
         assert_eq!(
             conn.finished("client closed"),
             None,
             "the reply is not written yet"
         );
-        conn.flush().unwrap();
+        conn.flush(Instant::now()).unwrap();
         assert_eq!(conn.finished("client closed"), Some("message too large"));
     }
 }

@@ -23,6 +23,8 @@ pub struct Stats {
     instantiate: AtomicU64,
     cut_off: AtomicU64,
     slow_consumers: AtomicU64,
+    idle_timeouts: AtomicU64,
+    message_timeouts: AtomicU64,
     thread_panics: AtomicU64,
 }
 
@@ -52,6 +54,10 @@ pub struct Snapshot {
     pub cut_off: u64,
     /// Connections closed because more than `--max-output-bytes` waited for them.
     pub slow_consumers: u64,
+    /// Connections closed by `--idle-timeout`.
+    pub idle_timeouts: u64,
+    /// Connections closed by `--message-timeout` (a message arriving too slowly).
+    pub message_timeouts: u64,
     /// Server threads (workers, the acceptor) that panicked: the server then stops and exits 1.
     pub thread_panics: u64,
 }
@@ -80,6 +86,8 @@ impl Stats {
             instantiate: self.instantiate.load(Relaxed),
             cut_off: self.cut_off.load(Relaxed),
             slow_consumers: self.slow_consumers.load(Relaxed),
+            idle_timeouts: self.idle_timeouts.load(Relaxed),
+            message_timeouts: self.message_timeouts.load(Relaxed),
             thread_panics: self.thread_panics.load(Relaxed),
         }
     }
@@ -101,6 +109,16 @@ impl Stats {
         self.open.fetch_sub(n, Relaxed);
         self.closed.fetch_add(n as u64, Relaxed);
         self.messages.fetch_add(messages, Relaxed);
+    }
+
+    /// A connection was closed by `--idle-timeout` (`idle`) or `--message-timeout`.
+    pub(crate) fn timed_out(&self, idle: bool) {
+        let counter = if idle {
+            &self.idle_timeouts
+        } else {
+            &self.message_timeouts
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn slow_consumer(&self) {
@@ -157,6 +175,8 @@ impl Stats {
             err_results = s.err_results,
             cut_off = s.cut_off,
             slow_consumers = s.slow_consumers,
+            idle_timeouts = s.idle_timeouts,
+            message_timeouts = s.message_timeouts,
             thread_panics = s.thread_panics,
             "stopped"
         );

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::acceptor::NewConn;
-use super::connection::{Connection, Fill};
+use super::connection::{Connection, Expired, Fill, Timeouts};
 use super::handler::Handler;
 use super::messaging::{Delivery, Messenger};
 use super::Shared;
@@ -53,6 +53,12 @@ pub struct Worker<H: Handler> {
     scratch: Vec<u8>,
     /// Set once shutdown began: connections still open then are closed.
     draining: Option<Instant>,
+    /// The clock, read once per event batch.
+    now: Instant,
+    timeouts: Timeouts,
+    /// How often connections are checked against `timeouts`, if either is on.
+    sweep_every: Option<Duration>,
+    next_sweep: Instant,
     /// The chain's plugin names, for connection log lines.
     chain: String,
 }
@@ -68,6 +74,16 @@ impl<H: Handler> Worker<H> {
     ) -> Self {
         let cfg = &shared.config;
         let codec = Codec::new(cfg.framing, cfg.max_message_bytes);
+        let timeouts = Timeouts {
+            idle: cfg.idle_timeout,
+            message: cfg.message_timeout,
+        };
+        // A quarter of the shortest limit: a connection is closed at most a quarter late.
+        let sweep_every = [timeouts.idle, timeouts.message]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
         Worker {
             index,
             poll,
@@ -88,16 +104,25 @@ impl<H: Handler> Worker<H> {
                 .join(","),
             shared,
             draining: None,
+            now: Instant::now(),
+            timeouts,
+            next_sweep: Instant::now() + sweep_every.unwrap_or_default(),
+            sweep_every,
         }
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .draining
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let wake_at = match (self.draining, self.sweep_every) {
+                (Some(d), _) => Some(d),
+                (None, Some(_)) => Some(self.next_sweep),
+                (None, None) => None,
+            };
+            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+            let polled = self.poll.poll(&mut events, timeout);
+            self.now = Instant::now();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -115,6 +140,12 @@ impl<H: Handler> Worker<H> {
                             self.drive(key);
                         }
                     }
+                }
+            }
+            if let Some(every) = self.sweep_every {
+                if self.now >= self.next_sweep {
+                    self.close_timed_out();
+                    self.next_sweep = self.now + every;
                 }
             }
             if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
@@ -242,7 +273,7 @@ impl<H: Handler> Worker<H> {
             }
             // Only written here, never handled: a handler call must not start from inside
             // another (this runs between two calls of the worker's handler).
-            if let Err(e) = io.flush() {
+            if let Err(e) = io.flush(self.now) {
                 tracing::debug!(conn = to, "write failed: {e}");
                 self.finish(key, "client went away");
             } else if io.over_output_cap() {
@@ -250,6 +281,21 @@ impl<H: Handler> Worker<H> {
             } else if let Some(reason) = io.finished("client closed") {
                 self.finish(key, reason);
             }
+        }
+    }
+
+    /// Closes the connections whose message arrives too slowly or that sent nothing for too
+    /// long (`--message-timeout`, `--idle-timeout`).
+    fn close_timed_out(&mut self) {
+        let (now, limits) = (Instant::now(), self.timeouts);
+        let late: Vec<(usize, Expired)> = self
+            .sessions
+            .iter()
+            .filter_map(|(key, s)| s.io.timed_out(now, limits).map(|why| (key, why)))
+            .collect();
+        for (key, why) in late {
+            self.shared.stats.timed_out(why == Expired::Idle);
+            self.finish(key, why.reason());
         }
     }
 
@@ -275,7 +321,7 @@ impl<H: Handler> Worker<H> {
             }
             // Replies must leave now: with edge-triggered readiness no event may come to do it.
             let s = &mut self.sessions[key];
-            if let Err(e) = s.io.flush() {
+            if let Err(e) = s.io.flush(self.now) {
                 tracing::debug!(conn = s.info.id, "write failed: {e}");
                 return self.finish(key, "client went away");
             }
@@ -287,7 +333,7 @@ impl<H: Handler> Worker<H> {
                 // Over the output cap a writable event resumes it; closing, nothing more to read.
                 break;
             }
-            match s.io.fill(&mut self.scratch) {
+            match s.io.fill(&mut self.scratch, self.now) {
                 Ok(Fill::Data | Fill::Eof) => continue,
                 Ok(Fill::WouldBlock) => break,
                 Err(e) => {
@@ -313,7 +359,7 @@ impl<H: Handler> Worker<H> {
         let on_error = self.shared.config.on_error;
         loop {
             let s = &mut self.sessions[key];
-            let message = match s.io.next_message() {
+            let message = match s.io.next_message(self.now) {
                 Ok(Some(m)) => m,
                 Ok(None) => return s.io.over_output_cap(),
                 Err(e) => {
