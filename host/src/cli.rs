@@ -108,6 +108,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Connections open at once from one client address (0: no limit). Behind a load
+    /// balancer every client has the balancer's address, hence no limit by default.
+    #[arg(long, env = "SANDPORT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
     /// What gets a fresh plugin instance: every message, every connection, or one per worker.
     #[arg(long, env = "SANDPORT_ISOLATION", value_enum, default_value_t = Isolation::Message)]
     pub isolation: Isolation,
@@ -169,6 +174,7 @@ impl ServeArgs {
             listen: self.listen,
             workers: self.workers.unwrap_or(defaults.workers),
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             isolation: self.isolation,
             framing: self.framing,
             max_message_bytes: size(self.max_message_bytes),

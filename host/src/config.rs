@@ -24,6 +24,8 @@ pub struct Config {
     pub workers: usize,
     /// Open connections allowed at once; the next client is closed right after accept.
     pub max_connections: usize,
+    /// Open connections allowed from one client address; 0 for no limit.
+    pub max_connections_per_ip: usize,
     /// What gets a fresh plugin instance.
     pub isolation: Isolation,
     /// How bytes on the socket become messages and replies become bytes.
@@ -71,6 +73,7 @@ impl Default for Config {
             plugin_config: BTreeMap::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 10_000,
+            max_connections_per_ip: 0,
             isolation: Isolation::Message,
             framing: Framing::Line,
             max_message_bytes: 1 << 20,

@@ -1,9 +1,11 @@
-//! The acceptor thread: takes new clients off the listener, enforces `--max-connections`, and
-//! hands each connection to the least loaded worker.
+//! The acceptor thread: takes new clients off the listener, enforces `--max-connections` and
+//! `--max-connections-per-ip`, and hands each connection to the least loaded worker.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -24,6 +26,41 @@ const FD_BACKOFF: Duration = Duration::from_millis(20);
 pub struct NewConn {
     pub stream: TcpStream,
     pub id: u64,
+    /// Counted in `--max-connections-per-ip` until the connection ends.
+    pub ip: IpAddr,
+}
+
+/// Open connections per client address, for `--max-connections-per-ip`: taken by the acceptor,
+/// given back by the worker that ends the connection.
+#[derive(Default)]
+pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerIp {
+    /// Counts one more connection from `ip` unless `limit` (0: none) are open already.
+    fn admit(&self, ip: IpAddr, limit: usize) -> bool {
+        if limit == 0 {
+            // Not counted at all: then `release` finds nothing to give back either.
+            return true;
+        }
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        if limit > 0 && *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A connection from `ip` ended.
+    pub fn release(&self, ip: IpAddr) {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
 }
 
 /// How the acceptor reaches one worker.
@@ -117,8 +154,23 @@ impl Acceptor {
     }
 
     fn admit(&mut self, stream: TcpStream, peer: std::net::SocketAddr) {
-        let max = self.shared.config.max_connections;
-        if self.shared.stats.open.load(Relaxed) >= max {
+        let cfg = &self.shared.config;
+        let refusal = if self.shared.stats.open.load(Relaxed) >= cfg.max_connections {
+            Some(format!("--max-connections {} reached", cfg.max_connections))
+        } else if !self
+            .shared
+            .per_ip
+            .admit(peer.ip(), cfg.max_connections_per_ip)
+        {
+            Some(format!(
+                "--max-connections-per-ip {} reached for {}",
+                cfg.max_connections_per_ip,
+                peer.ip()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
             self.shared.stats.refused();
             self.refused_since_log += 1;
             let now = Instant::now();
@@ -129,7 +181,7 @@ impl Acceptor {
                 tracing::warn!(
                     %peer,
                     refused = self.refused_since_log,
-                    "connection refused: --max-connections {max} reached"
+                    "connection refused: {why}"
                 );
                 self.refused_since_log = 0;
                 self.last_refusal_log = Some(now);
@@ -150,12 +202,14 @@ impl Acceptor {
             .expect("at least one worker");
         self.shared.per_worker[index].fetch_add(1, Relaxed);
         let inbox = &self.inboxes[index];
-        if inbox.tx.send(NewConn { stream, id }).is_ok() {
+        let ip = peer.ip();
+        if inbox.tx.send(NewConn { stream, id, ip }).is_ok() {
             let _ = inbox.waker.wake();
         } else {
             // The worker is gone (shutting down, or dead); the stream was dropped with the
             // message.
             self.shared.per_worker[index].fetch_sub(1, Relaxed);
+            self.shared.per_ip.release(ip);
             self.shared.stats.closed(1, 0);
         }
     }

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     /// Connections open per worker, so the acceptor can pick the least loaded one.
     pub per_worker: Vec<AtomicUsize>,
+    /// Connections open per client address.
+    pub per_ip: acceptor::PerIp,
     pub shutdown: Shutdown,
 }
 
@@ -108,6 +110,7 @@ impl Server {
         let shutdown = self.shutdown;
         let shared = Arc::new(Shared {
             per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            per_ip: acceptor::PerIp::default(),
             config: self.config,
             plugins: self.plugins,
             stats: self.stats,

@@ -35,7 +35,8 @@ pub struct Snapshot {
     pub open: usize,
     /// Connections taken off the listener and handed to a worker.
     pub accepted: u64,
-    /// Connections closed at once because `--max-connections` were open.
+    /// Connections closed at once because `--max-connections` (or, from their address,
+    /// `--max-connections-per-ip`) were open.
     pub refused: u64,
     /// Accepted connections that have ended, for any reason (a worker's panic included).
     pub closed: u64,

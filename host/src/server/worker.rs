@@ -29,6 +29,8 @@ struct Session<S> {
     info: ConnInfo,
     /// The handler's own state for it (its instances under `--isolation connection`).
     state: S,
+    /// The client's address, counted in `--max-connections-per-ip` while it is open.
+    ip: std::net::IpAddr,
     /// How many stages of the chain accepted the connection (they get `on-disconnect`).
     connected: usize,
     opened: Instant,
@@ -167,7 +169,7 @@ impl<H: Handler> Worker<H> {
         // Connections handed over after the drain began never got a handler call: just close.
         let mut late = 0;
         while let Ok(nc) = self.inbox.try_recv() {
-            drop(nc);
+            self.shared.per_ip.release(nc.ip);
             late += 1;
         }
         self.forget(late, 0);
@@ -191,7 +193,7 @@ impl<H: Handler> Worker<H> {
     }
 
     fn take_new_connections(&mut self) {
-        while let Ok(NewConn { mut stream, id }) = self.inbox.try_recv() {
+        while let Ok(NewConn { mut stream, id, ip }) = self.inbox.try_recv() {
             let entry = self.sessions.vacant_entry();
             let key = entry.key();
             let peer = stream
@@ -206,6 +208,7 @@ impl<H: Handler> Worker<H> {
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
+                self.shared.per_ip.release(ip);
                 self.forget(1, 0);
                 continue;
             }
@@ -222,6 +225,7 @@ impl<H: Handler> Worker<H> {
             let s = entry.insert(Session {
                 io: Connection::new(stream, self.codec, max_output),
                 info: ConnInfo { id, peer, local },
+                ip,
                 state: H::Session::default(),
                 connected: 0,
                 opened: Instant::now(),
@@ -402,6 +406,7 @@ impl<H: Handler> Worker<H> {
         let mut s = self.sessions.remove(key);
         self.by_id.remove(&s.info.id);
         self.messenger.unregister(s.info.id);
+        self.shared.per_ip.release(s.ip);
         let _ = self.poll.registry().deregister(s.io.stream_mut());
         for e in self
             .handler
