@@ -135,3 +135,13 @@ fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStrea
         std::net::TcpStream::from_raw_fd(fd)
     }
 }
+
+#[test]
+fn a_reply_over_max_reply_bytes_closes_only_its_connection() {
+    let server = echo(&["--max-reply-bytes", "1KiB"]);
+    let mut greedy = server.connect();
+    let mut other = server.connect();
+    greedy.send_line(&"x".repeat(4096));
+    greedy.expect_closed_without_reply(REPLY_TIMEOUT);
+    other.roundtrip("still fine", "still fine");
+}

@@ -229,3 +229,20 @@ fn shutdown_ends_within_its_timeout_plus_one_tick() {
     );
     drop(idle);
 }
+
+#[test]
+fn a_reply_over_the_cap_is_a_failed_call_and_is_never_queued() {
+    let server = InProcess::start(Config {
+        plugins: vec![plugin("echo")],
+        max_reply_bytes: 1024,
+        ..Config::default()
+    });
+    let mut big = server.connect();
+    let mut small = server.connect();
+    big.send_line(&"x".repeat(2000));
+    big.expect_closed_without_reply(REPLY_TIMEOUT);
+    let s = server.wait_stats("the reply refused", |s| s.replies_too_large == 1);
+    assert_eq!(s.plugin_errors(), 1, "{s:?}");
+    let fits = "y".repeat(1024);
+    small.roundtrip(&fits, &fits);
+}

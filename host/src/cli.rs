@@ -129,6 +129,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_MAX_OUTPUT_BYTES", default_value = "1MiB")]
     pub max_output_bytes: ByteSize,
 
+    /// Largest reply a plugin may give (each stage of a chain); a larger one is a failed call
+    /// (`reply too large`), never buffered.
+    #[arg(long, env = "SANDPORT_MAX_REPLY_BYTES", default_value = "1MiB")]
+    pub max_reply_bytes: ByteSize,
+
     /// What a failed plugin call does: close the connection, or drop the message and go on.
     #[arg(long, env = "SANDPORT_ON_ERROR", value_enum, default_value_t = OnError::Close)]
     pub on_error: OnError,
@@ -179,6 +184,7 @@ impl ServeArgs {
             framing: self.framing,
             max_message_bytes: size(self.max_message_bytes),
             max_output_bytes: size(self.max_output_bytes),
+            max_reply_bytes: size(self.max_reply_bytes),
             on_error: self.on_error,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             idle_timeout: self.idle_timeout.0,

@@ -34,6 +34,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Unsent reply bytes per connection above which the host stops reading from it.
     pub max_output_bytes: usize,
+    /// Largest reply a plugin may give; a larger one is a failed call, never buffered.
+    pub max_reply_bytes: usize,
     /// Wall-clock budget of one plugin call (`--timeout-ms`).
     pub timeout: Duration,
     /// Linear memory an instance may grow to.
@@ -78,6 +80,7 @@ impl Default for Config {
             framing: Framing::Line,
             max_message_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
+            max_reply_bytes: 1 << 20,
             timeout: Duration::from_secs(1),
             memory_limit: 128 << 20,
             on_error: OnError::Close,

@@ -42,6 +42,8 @@ pub enum Cause {
     Timeout,
     /// The hook was never called: shutdown had passed its deadline (not the plugin's fault).
     CutOff,
+    /// The reply was over `--max-reply-bytes`; it is dropped, never buffered.
+    ReplyTooLarge { size: usize, max: usize },
     /// The instance tried to grow its memory past `--memory-limit`.
     MemoryLimit,
     /// The guest's stack overflowed.
@@ -59,6 +61,10 @@ impl fmt::Display for Cause {
         match self {
             Cause::Timeout => f.write_str("deadline exceeded: the call ran past --timeout-ms"),
             Cause::CutOff => f.write_str("not called: the shutdown deadline had passed"),
+            Cause::ReplyTooLarge { size, max } => write!(
+                f,
+                "reply too large: {size} bytes, over --max-reply-bytes {max}"
+            ),
             Cause::MemoryLimit => f.write_str("memory limit exceeded (--memory-limit)"),
             Cause::StackOverflow => f.write_str("stack overflow"),
             Cause::Trap(t) => write!(f, "trap: {t}"),
@@ -74,6 +80,7 @@ impl Cause {
         match self {
             Cause::Timeout => "timeout",
             Cause::CutOff => "cutoff",
+            Cause::ReplyTooLarge { .. } => "reply-too-large",
             Cause::MemoryLimit => "memory",
             Cause::StackOverflow => "stack",
             Cause::Trap(_) => "trap",
@@ -128,8 +135,9 @@ impl WorkerPool {
         let mut greetings = Vec::new();
         for i in 0..self.plugins.chain.len() {
             let res = self.call(i, conn.id, own, "on-connect", |inst| inst.on_connect(conn));
-            match res {
-                Ok(Ok(resp)) => {
+            match res.map(|r| r.map(|resp| self.capped(i, "on-connect", resp))) {
+                Ok(Ok(Err(e))) => return (greetings, i, Err(e)),
+                Ok(Ok(Ok(resp))) => {
                     greetings.extend(resp.reply);
                     if resp.close {
                         return (greetings, i + 1, Ok(true));
@@ -159,7 +167,7 @@ impl WorkerPool {
                 inst.on_message(conn, &msg)
             })?;
             let resp = match resp {
-                Ok(resp) => resp,
+                Ok(resp) => self.capped(i, "on-message", resp)?,
                 Err(m) => return Err(self.returned(i, "on-message", m, own)),
             };
             match resp {
@@ -195,6 +203,20 @@ impl WorkerPool {
         // The connection's own instances die with it.
         own.0.clear();
         failed
+    }
+
+    /// `resp`, unless its reply is over `--max-reply-bytes`: then an error, and the reply is
+    /// dropped here rather than queued for the client (the instance itself did nothing wrong).
+    fn capped(&self, i: usize, hook: &'static str, resp: Response) -> Result<Response, CallError> {
+        let max = self.plugins.max_reply_bytes;
+        match resp.reply.as_ref().map(Vec::len) {
+            Some(size) if size > max => Err(CallError {
+                plugin: self.plugins.chain[i].name.clone(),
+                hook,
+                cause: Cause::ReplyTooLarge { size, max },
+            }),
+            _ => Ok(resp),
+        }
     }
 
     /// An `err` result: logged like a trap, and the instance is not trusted further.

@@ -62,6 +62,8 @@ pub struct Plugins {
     /// The per-call time budget.
     pub timeout: Duration,
     pub memory_limit: usize,
+    /// `--max-reply-bytes`: a larger reply is a failed call.
+    pub max_reply_bytes: usize,
     /// Read by every store: once shutdown sets it, every call past it is cut off.
     cutoff: CutOff,
 }
@@ -110,6 +112,7 @@ impl Plugins {
             chain: Vec::new(),
             timeout: cfg.timeout,
             memory_limit: cfg.memory_limit,
+            max_reply_bytes: cfg.max_reply_bytes,
             cutoff,
         };
         // Each tick makes running calls check their deadline (see `limits`); the thread ends

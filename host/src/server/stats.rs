@@ -21,6 +21,7 @@ pub struct Stats {
     traps: AtomicU64,
     err_results: AtomicU64,
     instantiate: AtomicU64,
+    replies_too_large: AtomicU64,
     cut_off: AtomicU64,
     slow_consumers: AtomicU64,
     idle_timeouts: AtomicU64,
@@ -51,6 +52,7 @@ pub struct Snapshot {
     pub traps: u64,
     pub err_results: u64,
     pub instantiate: u64,
+    pub replies_too_large: u64,
     /// Hooks not called because the shutdown deadline had passed (not plugin errors).
     pub cut_off: u64,
     /// Connections closed because more than `--max-output-bytes` waited for them.
@@ -66,7 +68,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Plugin calls that failed, all causes together.
     pub fn plugin_errors(&self) -> u64 {
-        self.timeouts + self.memory + self.stack + self.traps + self.err_results + self.instantiate
+        self.timeouts
+            + self.memory
+            + self.stack
+            + self.traps
+            + self.err_results
+            + self.instantiate
+            + self.replies_too_large
     }
 }
 
@@ -85,6 +93,7 @@ impl Stats {
             traps: self.traps.load(Relaxed),
             err_results: self.err_results.load(Relaxed),
             instantiate: self.instantiate.load(Relaxed),
+            replies_too_large: self.replies_too_large.load(Relaxed),
             cut_off: self.cut_off.load(Relaxed),
             slow_consumers: self.slow_consumers.load(Relaxed),
             idle_timeouts: self.idle_timeouts.load(Relaxed),
@@ -149,6 +158,7 @@ impl Stats {
             Cause::Trap(_) => &self.traps,
             Cause::Returned(_) => &self.err_results,
             Cause::Instantiate(_) => &self.instantiate,
+            Cause::ReplyTooLarge { .. } => &self.replies_too_large,
         };
         counter.fetch_add(1, Relaxed);
         tracing::warn!(
