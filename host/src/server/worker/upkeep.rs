@@ -1,0 +1,76 @@
+//! What reaches a worker's connections besides their own bytes: what other connections send
+//! them (deliveries, closes, slow consumers), and the clock (`--idle-timeout`,
+//! `--message-timeout`).
+
+use std::time::Instant;
+
+use super::super::connection::Expired;
+use super::super::handler::Handler;
+use super::super::messaging::Delivery;
+use super::Worker;
+
+impl<H: Handler> Worker<H> {
+    /// Queues what other connections sent to this worker's connections and writes it, and
+    /// closes those they asked to close; a receiver still over its output cap once it is flushed
+    /// is a slow consumer and is closed at once, its queued output dropped.
+    pub(super) fn take_deliveries(&mut self) {
+        while let Ok(delivery) = self.deliveries.try_recv() {
+            let to = match &delivery {
+                Delivery::Bytes { to, bytes } => {
+                    self.messenger.taken(*to, bytes.len());
+                    *to
+                }
+                Delivery::Close { to } | Delivery::SlowConsumer { to } => *to,
+            };
+            // The receiver may have closed since it was sent to.
+            let Some(&key) = self.by_id.get(&to) else {
+                continue;
+            };
+            let io = &mut self.sessions[key].io;
+            match delivery {
+                Delivery::Bytes { bytes, .. } => io.reply(&bytes),
+                Delivery::Close { .. } => io.close_after_flush("closed by another connection"),
+                Delivery::SlowConsumer { .. } => {
+                    self.slow_consumer(key);
+                    continue;
+                }
+            }
+            // Only written here, never handled: a handler call must not start from inside
+            // another (this runs between two calls of the worker's handler).
+            if let Err(e) = io.flush(self.now) {
+                tracing::debug!(conn = to, "write failed: {e}");
+                self.finish(key, "client went away");
+            } else if io.over_output_cap() {
+                self.slow_consumer(key);
+            } else if let Some(reason) = io.finished("client closed") {
+                self.finish(key, reason);
+            }
+        }
+    }
+
+    /// Closes the connections whose message arrives too slowly or that sent nothing for too
+    /// long (`--message-timeout`, `--idle-timeout`).
+    pub(super) fn close_timed_out(&mut self) {
+        let (now, limits) = (Instant::now(), self.timeouts);
+        let late: Vec<(usize, Expired)> = self
+            .sessions
+            .iter()
+            .filter_map(|(key, s)| s.io.timed_out(now, limits).map(|why| (key, why)))
+            .collect();
+        for (key, why) in late {
+            self.shared.stats.timed_out(why == Expired::Idle);
+            self.finish(key, why.reason());
+        }
+    }
+
+    fn slow_consumer(&mut self, key: usize) {
+        self.shared.stats.slow_consumer();
+        let s = &self.sessions[key];
+        tracing::warn!(
+            conn = s.info.id,
+            peer = %s.info.peer,
+            "closing a slow consumer: more than --max-output-bytes waits for it"
+        );
+        self.finish(key, "slow consumer");
+    }
+}
