@@ -145,3 +145,27 @@ fn a_reply_over_max_reply_bytes_closes_only_its_connection() {
     greedy.expect_closed_without_reply(REPLY_TIMEOUT);
     other.roundtrip("still fine", "still fine");
 }
+
+#[test]
+fn bad_limit_values_are_refused_at_start_with_what_was_expected() {
+    let echo = plugin("echo");
+    for (flag, value, want) in [
+        ("--idle-timeout", "soon", "not a time"),
+        ("--message-timeout", "30", "has no unit"),
+        (
+            "--max-reply-bytes",
+            "0",
+            "--max-reply-bytes 0 is out of range",
+        ),
+        ("--max-connections-per-ip", "-1", "-1"),
+    ] {
+        let (code, stderr) = run_expect_failure([
+            "--plugin".as_ref(),
+            echo.as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(stderr.contains(want), "{flag} {value}: {stderr}");
+    }
+}

@@ -131,6 +131,12 @@ impl Config {
             MAX_MESSAGE_LIMIT,
         )?;
         in_range(
+            "--max-reply-bytes",
+            self.max_reply_bytes,
+            1,
+            MAX_MESSAGE_LIMIT,
+        )?;
+        in_range(
             "--memory-limit",
             self.memory_limit,
             MIN_MEMORY_LIMIT,

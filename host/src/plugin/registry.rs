@@ -227,11 +227,6 @@ impl Plugins {
         });
         limits::new_store(&self.engine, state)
     }
-
-    /// The shutdown cut-off every call of these plugins obeys; the server sets it.
-    pub fn cutoff(&self) -> &CutOff {
-        &self.cutoff
-    }
 }
 
 /// Wraps a failure to set up the engine or a linker with what was being set up, keeping

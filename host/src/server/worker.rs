@@ -282,13 +282,17 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        let at_end = if self.draining.is_some() {
+        if let Some(reason) = self.sessions[key].io.finished(self.end_of_reading()) {
+            self.finish(key, reason);
+        }
+    }
+
+    /// Why a connection whose reading ended is closed once its replies are written.
+    fn end_of_reading(&self) -> &'static str {
+        if self.draining.is_some() {
             "shutdown"
         } else {
             "client closed"
-        };
-        if let Some(reason) = self.sessions[key].io.finished(at_end) {
-            self.finish(key, reason);
         }
     }
 

@@ -26,6 +26,7 @@ impl<H: Handler> Worker<H> {
             let Some(&key) = self.by_id.get(&to) else {
                 continue;
             };
+            let at_end = self.end_of_reading();
             let io = &mut self.sessions[key].io;
             match delivery {
                 Delivery::Bytes { bytes, .. } => io.reply(&bytes),
@@ -42,7 +43,7 @@ impl<H: Handler> Worker<H> {
                 self.finish(key, "client went away");
             } else if io.over_output_cap() {
                 self.slow_consumer(key);
-            } else if let Some(reason) = io.finished("client closed") {
+            } else if let Some(reason) = io.finished(at_end) {
                 self.finish(key, reason);
             }
         }
