@@ -1,14 +1,17 @@
 //! The command line as typed (clap), translated into a [`Config`]; checking it is the config's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ByteSize, Config, Framing, Isolation, OnError, PluginSetting, Timeout};
+use crate::config::{
+    ByteSize, Config, Framing, Isolation, OnError, PluginSetting, SharedState, Timeout,
+};
 use crate::error::Error;
+use crate::state::Quotas;
 
 /// Serve TCP clients, passing every message through sandboxed WebAssembly handler plugins.
 #[derive(Debug, Parser)]
@@ -77,6 +80,32 @@ pub struct LoadArgs {
     /// Compile every plugin at start, without reading or writing the cache.
     #[arg(long, env = "SANDPORT_NO_CACHE")]
     pub no_cache: bool,
+
+    /// Where contract 0.2 plugins keep state: `memory` (shared by all workers, gone at exit) or
+    /// `file:PATH` (durable: every acknowledged write is synced to disk first).
+    #[arg(long, env = "SANDPORT_STATE", default_value = "memory")]
+    pub state: String,
+
+    /// A state namespace shared by the named plugins, repeatable: NAME=PLUGIN,PLUGIN. They open
+    /// it as the bucket NAME; each plugin's own bucket `default` stays private to it.
+    #[arg(long = "shared-state", value_name = "NAME=PLUGIN,...")]
+    pub shared_state: Vec<SharedState>,
+
+    /// Largest state key a plugin may write.
+    #[arg(long, env = "SANDPORT_STATE_MAX_KEY_BYTES", default_value = "1KiB")]
+    pub state_max_key_bytes: ByteSize,
+
+    /// Largest state value a plugin may write.
+    #[arg(long, env = "SANDPORT_STATE_MAX_VALUE_BYTES", default_value = "1MiB")]
+    pub state_max_value_bytes: ByteSize,
+
+    /// Most bytes (keys and values) one state namespace may hold.
+    #[arg(
+        long,
+        env = "SANDPORT_STATE_MAX_NAMESPACE_BYTES",
+        default_value = "64MiB"
+    )]
+    pub state_max_namespace_bytes: ByteSize,
 }
 
 /// The server's own flags.
@@ -152,6 +181,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
     pub shutdown_timeout_ms: u64,
 
+    /// Rooms one connection may be in at once (contract 0.2 messaging).
+    #[arg(long, env = "SANDPORT_MAX_ROOMS_PER_CONNECTION", default_value_t = 16)]
+    pub max_rooms_per_connection: usize,
+
     /// Log line format (the level is set with RUST_LOG, default info).
     #[arg(long, env = "SANDPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -190,6 +223,7 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout.0,
             message_timeout: self.message_timeout.0,
             native_echo: self.bench_native_echo,
+            max_rooms_per_connection: self.max_rooms_per_connection,
             ..self.load.into_config(plugins)
         })
     }
@@ -212,9 +246,23 @@ impl LoadArgs {
                 .or_default()
                 .insert(setting.key, setting.value);
         }
+        let mut shared_state: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for share in self.shared_state {
+            shared_state
+                .entry(share.name)
+                .or_default()
+                .extend(share.plugins);
+        }
         Config {
             plugins,
             plugin_config,
+            state: self.state,
+            state_quotas: Quotas {
+                max_key_bytes: size(self.state_max_key_bytes),
+                max_value_bytes: size(self.state_max_value_bytes),
+                max_namespace_bytes: self.state_max_namespace_bytes.0,
+            },
+            shared_state,
             timeout: Duration::from_millis(self.timeout_ms),
             memory_limit: size(self.memory_limit),
             cache_dir: if self.no_cache {

@@ -1,7 +1,7 @@
 //! The server's configuration as a plain value with defaults and one `validate()`, and the small
 //! value types its fields are made of. The CLI only translates flags into it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::error::Error;
 
 mod flags;
-pub use flags::{ByteSize, PluginSetting, Timeout};
+pub use flags::{ByteSize, PluginSetting, SharedState, Timeout};
+
+use crate::state::Quotas;
 
 /// Everything the server needs to run. Build it with struct update syntax from
 /// [`Config::default`]; [`crate::Server::new`] calls [`Config::validate`] before using it.
@@ -54,6 +56,14 @@ pub struct Config {
     pub message_timeout: Option<Duration>,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
+    /// The host state store of contract 0.2 plugins: `memory` or `file:PATH` (`--state`).
+    pub state: String,
+    /// Size limits on what plugins store.
+    pub state_quotas: Quotas,
+    /// Namespaces the operator shares, with the plugins that may open each (`--shared-state`).
+    pub shared_state: BTreeMap<String, BTreeSet<String>>,
+    /// Rooms one connection may be in at once.
+    pub max_rooms_per_connection: usize,
     /// Benchmarks only: answer every message with itself, in-process, without calling any
     /// plugin, to measure what the sandbox costs against the same server.
     pub native_echo: bool,
@@ -67,6 +77,8 @@ const MIN_MEMORY_LIMIT: usize = 64 << 10;
 const MAX_MESSAGE_LIMIT: usize = u32::MAX as usize;
 const MAX_WORKERS: usize = 1024;
 const MAX_CONNECTIONS: usize = 1_000_000;
+/// Each membership costs memory and makes every publish to the room do work.
+const MAX_ROOMS: usize = 1024;
 
 impl Default for Config {
     /// The documented defaults of the command line, with no plugin.
@@ -90,6 +102,10 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(300)),
             message_timeout: Some(Duration::from_secs(60)),
             cache_dir: crate::plugin::cache::default_dir(),
+            state: "memory".to_string(),
+            state_quotas: Quotas::default(),
+            shared_state: BTreeMap::new(),
+            max_rooms_per_connection: 16,
             native_echo: false,
         }
     }
@@ -147,6 +163,35 @@ impl Config {
             .iter()
             .map(|p| crate::plugin::name_of(p))
             .collect();
+        for (flag, value) in [
+            ("--state-max-key-bytes", self.state_quotas.max_key_bytes),
+            ("--state-max-value-bytes", self.state_quotas.max_value_bytes),
+        ] {
+            in_range(flag, value, 1, MAX_MESSAGE_LIMIT)?;
+        }
+        if self.state_quotas.max_namespace_bytes == 0 {
+            return Err(Error::config(
+                "--state-max-namespace-bytes must be at least 1",
+            ));
+        }
+        at_least(
+            "--max-rooms-per-connection",
+            self.max_rooms_per_connection,
+            1,
+        )?;
+        at_most(
+            "--max-rooms-per-connection",
+            self.max_rooms_per_connection,
+            MAX_ROOMS,
+        )?;
+        for (ns, plugins) in &self.shared_state {
+            if let Some(p) = plugins.iter().find(|p| !names.contains(p)) {
+                return Err(Error::config(format!(
+                    "--shared-state {ns}: no plugin named `{p}` is loaded (loaded: {})",
+                    names.join(", ")
+                )));
+            }
+        }
         for (plugin, settings) in &self.plugin_config {
             if !names.contains(plugin) {
                 let key = settings.keys().next().map_or("", String::as_str);

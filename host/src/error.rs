@@ -20,6 +20,10 @@ pub enum Error {
         kind: PluginError,
     },
 
+    /// The state store (`--state`) could not be opened; why is its source.
+    #[error("cannot open the state store (--state)")]
+    State(#[source] crate::state::OpenError),
+
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -52,7 +56,7 @@ impl Error {
     /// 2 for anything the user can fix in the command line or the plugins; 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Plugin { .. } | Error::Bind { .. } => 2,
+            Error::Config(_) | Error::Plugin { .. } | Error::State(_) | Error::Bind { .. } => 2,
             Error::Runtime(_) | Error::ThreadPanicked(_) => 1,
         }
     }

@@ -117,7 +117,7 @@ pub fn check(config: &Config) -> Result<(), Error> {
 pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
     config.validate()?;
     let plugins = Arc::new(Plugins::load(config, CutOff::default())?);
-    let mut pool = WorkerPool::new(plugins, config.isolation);
+    let mut pool = WorkerPool::new(plugins, config.isolation, None);
     let mut own = ConnInstances::default();
     let conn = Connection {
         id: 1,

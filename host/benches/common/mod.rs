@@ -93,7 +93,7 @@ pub fn pool(plugin: &Path, isolation: Isolation) -> Case {
             sandport::error::report(&e)
         )
     }));
-    Case::Pool(WorkerPool::new(plugins, isolation))
+    Case::Pool(WorkerPool::new(plugins, isolation, None))
 }
 
 pub fn conn() -> Connection {

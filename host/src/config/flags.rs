@@ -112,6 +112,34 @@ impl FromStr for PluginSetting {
     }
 }
 
+/// `--shared-state NAME=PLUGIN,PLUGIN`: a state namespace the named plugins share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedState {
+    pub name: String,
+    pub plugins: Vec<String>,
+}
+
+impl FromStr for SharedState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, plugins) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not NAME=PLUGIN,PLUGIN: there is no `=`"))?;
+        crate::state::Namespace::shared(name).map_err(|e| e.to_string())?;
+        let plugins: Vec<String> = plugins.split(',').map(|p| p.trim().to_string()).collect();
+        if plugins.iter().any(String::is_empty) {
+            return Err(format!(
+                "`{s}` is not NAME=PLUGIN,PLUGIN: a plugin name is empty"
+            ));
+        }
+        Ok(SharedState {
+            name: name.to_string(),
+            plugins,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,10 @@ pub enum PluginError {
 
     #[error("it cannot be instantiated")]
     Instantiate(#[source] wasmtime::Error),
+
+    /// A contract 0.2 plugin's state namespace is its name, which must be a valid one.
+    #[error("its file name cannot name its state namespace")]
+    BadName(#[source] crate::state::NamespaceError),
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{sandport, HandlerImports, Level};
 use super::limits::Limits;
+use super::services::Services;
 
 /// The longest stdout/stderr line kept before it is logged in pieces.
 const MAX_LINE: usize = 4096;
@@ -34,6 +35,9 @@ pub struct HostState {
     conn: Arc<AtomicU64>,
     stdout: LogStream,
     stderr: LogStream,
+    /// The state store and the other connections, for contract 0.2 plugins; `None` for 0.1.0
+    /// plugins, which cannot reach them.
+    pub(super) services: Option<Services>,
 }
 
 /// The WASI context, in the flavour the plugin's kind links against.
@@ -54,6 +58,7 @@ impl HostState {
         config: Arc<BTreeMap<String, String>>,
         preview1: bool,
         limits: Limits,
+        services: Option<Services>,
     ) -> Self {
         let conn = Arc::new(AtomicU64::new(0));
         let stdout = LogStream::new(plugin.clone(), conn.clone(), "stdout");
@@ -83,6 +88,7 @@ impl HostState {
             conn,
             stdout,
             stderr,
+            services,
         }
     }
 
@@ -117,6 +123,22 @@ impl HostState {
     pub fn flush_output(&mut self) {
         self.stdout.flush_partial();
         self.stderr.flush_partial();
+    }
+
+    /// The resource table of a component's store (its WASI handles and its buckets).
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        match &mut self.wasi {
+            Wasi::P2 { table, .. } => table,
+            Wasi::P1(ctx) => ctx.ctx().table,
+        }
+    }
+
+    /// The resource table of a component's store, read-only; `None` for a core module's.
+    pub(super) fn table_ref(&self) -> Option<&ResourceTable> {
+        match &self.wasi {
+            Wasi::P2 { table, .. } => Some(table),
+            Wasi::P1(_) => None,
+        }
     }
 
     /// The preview 1 context of a core module's store.
@@ -307,6 +329,7 @@ mod tests {
             Arc::default(),
             preview1,
             Limits::new(1 << 20, CutOff::default()),
+            None,
         )
     }
 

@@ -3,7 +3,7 @@
 
 use wasmtime::Store;
 
-use super::bindings::{Connection, Handler, Response};
+use super::bindings::{v2, Connection, Handler, Response};
 use super::core_abi::CoreInstance;
 use super::host_api::HostState;
 use super::registry::Plugin;
@@ -15,7 +15,10 @@ pub type HookResult = wasmtime::Result<Result<Response, String>>;
 // Made once per instance and kept in place beside its store: boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub enum Handle {
+    /// A component of contract 0.1.0.
     Component(Handler),
+    /// A component of contract 0.2.0.
+    ComponentV2(v2::Handler),
     Core(CoreInstance),
 }
 
@@ -42,6 +45,14 @@ impl Instance {
     pub fn on_connect(&mut self, conn: &Connection) -> HookResult {
         match &self.handle {
             Handle::Component(h) => h.call_on_connect(&mut self.store, conn),
+            Handle::ComponentV2(h) => {
+                let conn = v2::Connection {
+                    id: conn.id,
+                    peer: conn.peer.clone(),
+                    local: conn.local.clone(),
+                };
+                Ok(h.call_on_connect(&mut self.store, &conn)?.map(v1))
+            }
             Handle::Core(c) => c.on_connect(&mut self.store, conn),
         }
     }
@@ -49,6 +60,7 @@ impl Instance {
     pub fn on_message(&mut self, conn: &Connection, msg: &[u8]) -> HookResult {
         match &self.handle {
             Handle::Component(h) => h.call_on_message(&mut self.store, conn, msg),
+            Handle::ComponentV2(h) => Ok(h.call_on_message(&mut self.store, conn.id, msg)?.map(v1)),
             Handle::Core(c) => c.on_message(&mut self.store, conn.id, msg),
         }
     }
@@ -56,6 +68,7 @@ impl Instance {
     pub fn on_disconnect(&mut self, conn: &Connection) -> wasmtime::Result<()> {
         match &self.handle {
             Handle::Component(h) => h.call_on_disconnect(&mut self.store, conn),
+            Handle::ComponentV2(h) => h.call_on_disconnect(&mut self.store, conn.id),
             Handle::Core(c) => c.on_disconnect(&mut self.store, conn.id),
         }
     }
@@ -63,5 +76,13 @@ impl Instance {
     /// The host state, for the next instance of the same plugin (see `HostState::recycle`).
     pub fn into_state(self) -> HostState {
         self.store.into_data()
+    }
+}
+
+/// A 0.2.0 response as the host handles every response (the two records are the same).
+fn v1(r: v2::Response) -> Response {
+    Response {
+        reply: r.reply,
+        close: r.close,
     }
 }

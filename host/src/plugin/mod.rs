@@ -9,9 +9,11 @@ pub mod engine;
 pub mod error;
 pub mod host_api;
 pub mod instance;
+pub mod kv;
 pub mod limits;
 pub mod pool;
 pub mod registry;
+pub mod services;
 
 use std::path::Path;
 

@@ -13,6 +13,7 @@ use super::instance::Instance;
 use super::limits;
 use super::registry::Plugins;
 use crate::config::Isolation;
+use crate::server::messaging::Messenger;
 
 /// The instances a connection owns under `--isolation connection` (one per plugin).
 #[derive(Default)]
@@ -111,10 +112,16 @@ pub struct WorkerPool {
     /// Under `--isolation message`, each plugin's host state from its last instance, recycled
     /// for the next one (see `HostState::recycle`).
     spare: Vec<Option<HostState>>,
+    /// The server's connections and rooms, for contract 0.2 plugins (`None` without a server).
+    messenger: Option<Arc<Messenger>>,
 }
 
 impl WorkerPool {
-    pub fn new(plugins: Arc<Plugins>, isolation: Isolation) -> Self {
+    pub fn new(
+        plugins: Arc<Plugins>,
+        isolation: Isolation,
+        messenger: Option<Arc<Messenger>>,
+    ) -> Self {
         let shared = plugins.chain.iter().map(|_| None).collect();
         let spare = plugins.chain.iter().map(|_| None).collect();
         WorkerPool {
@@ -122,6 +129,7 @@ impl WorkerPool {
             isolation,
             shared,
             spare,
+            messenger,
         }
     }
 
@@ -256,7 +264,7 @@ impl WorkerPool {
             isolation,
             shared,
             spare,
-            ..
+            messenger,
         } = self;
         let plugin = &plugins.chain[i];
         let fresh_each_call = *isolation == Isolation::Message;
@@ -278,7 +286,7 @@ impl WorkerPool {
                 }
             }
             None => {
-                let mut store = plugins.new_store(plugin, spare[i].take());
+                let mut store = plugins.new_store(plugin, spare[i].take(), messenger.as_ref());
                 start(&mut store)?;
                 let inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;

@@ -1,7 +1,7 @@
 //! Loading plugins once at start: read, check the kind of file, compile, link against the host's
 //! imports, check the `handler` world, and try one instantiation, with a clear error for each.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{format_err, Engine, Module, Store};
 
-use super::bindings::{Handler, HandlerPre};
+use super::bindings::{v2, Handler, HandlerPre};
 use super::cache::{CodeCache, Source};
 use super::core_abi::{self, CorePlugin};
 use super::engine;
@@ -17,8 +17,11 @@ use super::error::PluginError;
 use super::host_api::HostState;
 use super::instance::{Handle, Instance};
 use super::limits::{self, CutOff, Limits};
+use super::services::Services;
 use crate::config::Config;
 use crate::error::Error;
+use crate::server::messaging::Messenger;
+use crate::state::{self, Backend, Namespace};
 
 /// One loaded plugin, ready to instantiate cheaply any number of times.
 pub struct Plugin {
@@ -36,12 +39,18 @@ pub struct Plugin {
     pub load_time: Duration,
     /// Whether the compiled code came from the cache.
     pub cached: bool,
+    /// Its own state namespace (`None` only for a 0.1.0 component, which has no state), and the
+    /// shared ones the operator gave it (`--shared-state`).
+    pub namespace: Option<Namespace>,
+    pub shared: Arc<BTreeSet<String>>,
 }
 
 /// The two kinds of plugin file, each pre-linked.
 pub enum PluginKind {
-    /// A component implementing the `handler` world.
+    /// A component implementing the `handler` world of contract 0.1.0.
     Component(HandlerPre<HostState>),
+    /// A component implementing the `handler` world of contract 0.2.0.
+    ComponentV2(v2::HandlerPre<HostState>),
     /// A core module implementing the core ABI (`docs/core-abi.md`).
     Core(CorePlugin),
 }
@@ -50,6 +59,7 @@ impl PluginKind {
     pub fn describe(&self) -> &'static str {
         match self {
             PluginKind::Component(_) => "component (world sandport:plugin/handler@0.1.0)",
+            PluginKind::ComponentV2(_) => "component (world sandport:plugin/handler@0.2.0)",
             PluginKind::Core(_) => "core module (sandport core ABI version 1)",
         }
     }
@@ -66,6 +76,16 @@ pub struct Plugins {
     pub max_reply_bytes: usize,
     /// Read by every store: once shutdown sets it, every call past it is cut off.
     cutoff: CutOff,
+    /// The host state every 0.2 plugin's namespaces live in (`--state`).
+    pub state: Arc<dyn Backend>,
+    /// Every namespace the operator shares (`--shared-state`).
+    all_shared: Arc<BTreeSet<String>>,
+}
+
+/// The two linkers of components, one per contract version.
+struct Linkers {
+    v1: Linker<HostState>,
+    v2: Linker<HostState>,
 }
 
 /// Which kind of Wasm binary a file is, from its 8-byte header.
@@ -96,11 +116,8 @@ impl Plugins {
     pub fn load(cfg: &Config, cutoff: CutOff) -> Result<Plugins, Error> {
         let engine = engine::build(cfg).map_err(runtime("cannot set up the WebAssembly engine"))?;
         let core_linker = core_abi::linker(&engine).map_err(runtime("linking the core ABI"))?;
-        let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime("linking WASI"))?;
-        limits::link_capped_clock(&mut linker).map_err(runtime("linking the capped clock"))?;
-        Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(runtime("linking the host API"))?;
+        let linkers = Linkers::new(&engine)?;
+        let state = state::open(&cfg.state, cfg.state_quotas).map_err(Error::State)?;
 
         let cache = cfg.cache_dir.as_ref().and_then(|dir| {
             CodeCache::open(&dir.join("compiled"))
@@ -114,6 +131,8 @@ impl Plugins {
             memory_limit: cfg.memory_limit,
             max_reply_bytes: cfg.max_reply_bytes,
             cutoff,
+            state,
+            all_shared: Arc::new(cfg.shared_state.keys().cloned().collect()),
         };
         // Each tick makes running calls check their deadline (see `limits`); the thread ends
         // with the engine.
@@ -123,7 +142,15 @@ impl Plugins {
             let name = super::name_of(path);
             let config = cfg.plugin_config.get(&name).cloned().unwrap_or_default();
             let plugin = plugins
-                .load_one(&linker, &core_linker, cache.as_ref(), path, name, config)
+                .load_one(
+                    &linkers,
+                    &core_linker,
+                    cache.as_ref(),
+                    path,
+                    name,
+                    config,
+                    cfg,
+                )
                 .map_err(|kind| Error::plugin(path, kind))?;
             tracing::info!(
                 plugin = &*plugin.name,
@@ -139,15 +166,24 @@ impl Plugins {
         Ok(plugins)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn load_one(
         &self,
-        linker: &Linker<HostState>,
+        linkers: &Linkers,
         core_linker: &wasmtime::Linker<HostState>,
         cache: Option<&CodeCache>,
         path: &Path,
         name: String,
         config: BTreeMap<String, String>,
+        cfg: &Config,
     ) -> Result<Plugin, PluginError> {
+        let namespace = Namespace::plugin(&name);
+        let shared = cfg
+            .shared_state
+            .iter()
+            .filter(|(_, plugins)| plugins.contains(&name))
+            .map(|(ns, _)| ns.clone())
+            .collect();
         let mut bytes = std::fs::read(path).map_err(PluginError::Read)?;
         if path.extension().is_some_and(|e| e == "wat") {
             bytes = wat::parse_bytes(&bytes)
@@ -186,12 +222,33 @@ impl Plugins {
                     .component_type()
                     .imports(&self.engine)
                     .map(|(name, _)| name.to_string())
-                    .collect();
-                let pre = linker
-                    .instantiate_pre(&component)
-                    .map_err(PluginError::RefusedImport)?;
-                PluginKind::Component(HandlerPre::new(pre).map_err(PluginError::WrongWorld)?)
+                    .collect::<Vec<_>>();
+                // A component's exports use the types of the contract it was built against, so
+                // it imports that version's `types` interface.
+                if imports
+                    .iter()
+                    .any(|i| i.starts_with("sandport:plugin/types@0.2."))
+                {
+                    let pre = linkers
+                        .v2
+                        .instantiate_pre(&component)
+                        .map_err(PluginError::RefusedImport)?;
+                    PluginKind::ComponentV2(
+                        v2::HandlerPre::new(pre).map_err(PluginError::WrongWorld)?,
+                    )
+                } else {
+                    let pre = linkers
+                        .v1
+                        .instantiate_pre(&component)
+                        .map_err(PluginError::RefusedImport)?;
+                    PluginKind::Component(HandlerPre::new(pre).map_err(PluginError::WrongWorld)?)
+                }
             }
+        };
+        // Only plugins that can reach the state need a namespace; a 0.1.0 one may have any name.
+        let namespace = match (&kind, namespace) {
+            (PluginKind::Component(_), ns) => ns.ok(),
+            (_, ns) => Some(ns.map_err(PluginError::BadName)?),
         };
         let plugin = Plugin {
             name: name.into(),
@@ -202,10 +259,12 @@ impl Plugins {
             size: bytes.len(),
             load_time: started.elapsed(),
             cached: source == Source::Cache,
+            namespace,
+            shared: Arc::new(shared),
         };
         // One trial instance, in a call of its own, catches start-up traps and pool limits now,
         // not at the first client.
-        let mut store = self.new_store(&plugin, None);
+        let mut store = self.new_store(&plugin, None, None);
         limits::start_call(&mut store, 0, self.timeout)
             .map_err(|e| PluginError::Instantiate(wasmtime::Error::new(e)))?;
         let mut trial = Instance::new(&plugin, store).map_err(PluginError::Instantiate)?;
@@ -215,17 +274,50 @@ impl Plugins {
 
     /// A store for one instance of `plugin`, under this server's budgets. `reuse` is the state
     /// of an earlier store of the same plugin, made ready by [`HostState::recycle`]; without it
-    /// a new state is built.
-    pub fn new_store(&self, plugin: &Plugin, reuse: Option<HostState>) -> Store<HostState> {
+    /// a new state is built, reaching the server's connections through `messenger`.
+    pub fn new_store(
+        &self,
+        plugin: &Plugin,
+        reuse: Option<HostState>,
+        messenger: Option<&Arc<Messenger>>,
+    ) -> Store<HostState> {
         let state = reuse.unwrap_or_else(|| {
+            // 0.1.0 components cannot reach state or other connections: they get none.
+            let services = plugin.namespace.clone().map(|own| Services {
+                state: self.state.clone(),
+                own,
+                shared: plugin.shared.clone(),
+                all_shared: self.all_shared.clone(),
+                messenger: messenger.cloned(),
+            });
             HostState::new(
                 plugin.name.clone(),
                 plugin.config.clone(),
                 matches!(plugin.kind, PluginKind::Core(_)),
                 Limits::new(self.memory_limit, self.cutoff.clone()),
+                services,
             )
         });
         limits::new_store(&self.engine, state)
+    }
+}
+
+impl Linkers {
+    /// WASI 0.2 (with the capped clock) and each contract's host API.
+    fn new(engine: &Engine) -> Result<Linkers, Error> {
+        let base = || -> Result<Linker<HostState>, Error> {
+            let mut linker = Linker::new(engine);
+            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime("linking WASI"))?;
+            limits::link_capped_clock(&mut linker).map_err(runtime("linking the capped clock"))?;
+            Ok(linker)
+        };
+        let mut v1 = base()?;
+        Handler::add_to_linker::<_, HasSelf<HostState>>(&mut v1, |s| s)
+            .map_err(runtime("linking the host API"))?;
+        let mut v2 = base()?;
+        v2::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut v2, |s| s)
+            .map_err(runtime("linking the host API 0.2"))?;
+        Ok(Linkers { v1, v2 })
     }
 }
 
@@ -241,6 +333,7 @@ impl Plugin {
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Handle> {
         Ok(match &self.kind {
             PluginKind::Component(pre) => Handle::Component(pre.instantiate(store)?),
+            PluginKind::ComponentV2(pre) => Handle::ComponentV2(pre.instantiate(store)?),
             PluginKind::Core(core) => Handle::Core(core.instantiate(store)?),
         })
     }

@@ -49,6 +49,8 @@ struct Route {
     slow: Arc<AtomicBool>,
     /// The rooms it is in.
     rooms: BTreeSet<String>,
+    /// Its peer and local addresses, for `messaging.connection`.
+    addresses: Arc<(String, String)>,
 }
 
 /// One worker's inbox.
@@ -90,13 +92,14 @@ impl Messenger {
         }
     }
 
-    /// Connection `id` is open on `worker`.
-    pub(crate) fn register(&self, id: u64, worker: usize) {
+    /// Connection `id`, from `peer` to `local`, is open on `worker`.
+    pub(crate) fn register(&self, id: u64, worker: usize, peer: &str, local: &str) {
         let route = Route {
             worker,
             in_flight: Arc::default(),
             slow: Arc::default(),
             rooms: BTreeSet::new(),
+            addresses: Arc::new((peer.to_owned(), local.to_owned())),
         };
         self.routes_mut().insert(id, route);
     }
@@ -122,6 +125,11 @@ impl Messenger {
         if let Some(route) = self.routes_read().get(&id) {
             route.in_flight.fetch_sub(n, Relaxed);
         }
+    }
+
+    /// Open connection `id`'s peer and local addresses.
+    pub fn addresses(&self, id: u64) -> Option<Arc<(String, String)>> {
+        self.routes_read().get(&id).map(|r| r.addresses.clone())
     }
 
     /// Sends `bytes` to connection `to`, framed as a reply; never blocks. A receiver over its

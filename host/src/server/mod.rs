@@ -91,8 +91,8 @@ impl Server {
             self.run_with(listener, |_, _| NativeEcho)
         } else {
             let (plugins, isolation) = (self.plugins.clone(), self.config.isolation);
-            self.run_with(listener, move |_, _| {
-                WorkerPool::new(plugins.clone(), isolation)
+            self.run_with(listener, move |_, messenger| {
+                WorkerPool::new(plugins.clone(), isolation, Some(messenger.clone()))
             })
         }
     }
@@ -145,7 +145,7 @@ impl Server {
             let messenger = Arc::new(Messenger::new(
                 outboxes,
                 shared.config.max_output_bytes,
-                messaging::MAX_ROOMS_PER_CONNECTION,
+                shared.config.max_rooms_per_connection,
             ));
             for (index, (poll, rx, drx)) in loops.into_iter().enumerate() {
                 let w = worker::Worker::new(

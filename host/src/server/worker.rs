@@ -219,7 +219,7 @@ impl<H: Handler> Worker<H> {
                 worker = self.index,
                 "connection opened"
             );
-            self.messenger.register(id, self.index);
+            self.messenger.register(id, self.index, &peer, &local);
             self.by_id.insert(id, key);
             let max_output = self.shared.config.max_output_bytes;
             let s = entry.insert(Session {

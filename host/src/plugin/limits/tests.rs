@@ -1,12 +1,11 @@
 //! The budgets obeyed and violated: the cut-off refusing new calls and interrupting running ones.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::cli::LoadArgs;
-use crate::config::{ByteSize, Isolation};
+
+use crate::config::{Config, Isolation};
 use crate::plugin::bindings::Connection;
 use crate::plugin::{Cause, ConnInstances, Plugins, WorkerPool};
 
@@ -39,18 +38,16 @@ fn pool(isolation: Isolation, cutoff: &CutOff) -> WorkerPool {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::write(&path, GUEST).unwrap();
-    let load = LoadArgs {
-        plugins_dir: PathBuf::from("plugins"),
-        config: Vec::new(),
-        timeout_ms: 60_000,
-        memory_limit: ByteSize(16 << 20),
+    let cfg = Config {
+        plugins: vec![path],
+        timeout: Duration::from_secs(60),
+        memory_limit: 16 << 20,
         cache_dir: None,
-        no_cache: true,
+        isolation,
+        ..Config::default()
     };
-    let mut cfg = load.config_for_one(&path).unwrap();
-    cfg.isolation = isolation;
     let plugins = Plugins::load(&cfg, cutoff.clone()).unwrap();
-    WorkerPool::new(Arc::new(plugins), isolation)
+    WorkerPool::new(Arc::new(plugins), isolation, None)
 }
 
 fn conn() -> Connection {
