@@ -321,6 +321,27 @@ mod tests {
             ),
             (vec!["--memory-limit", "5GiB"], "out of range"),
             (vec!["--max-message-bytes", "0"], "out of range"),
+            (vec!["--state-max-value-bytes", "0"], "out of range"),
+            (vec!["--state-max-key-bytes", "0"], "out of range"),
+            (
+                vec!["--state-max-namespace-bytes", "0"],
+                "--state-max-namespace-bytes must be at least 1",
+            ),
+            (
+                vec!["--max-rooms-per-connection", "0"],
+                "--max-rooms-per-connection must be at least 1",
+            ),
+            (
+                vec!["--max-rooms-per-connection", "5000"],
+                "more than the 1024",
+            ),
+            (
+                vec!["--shared-state", "team=p,q"],
+                "--shared-state team: no plugin named `q`",
+            ),
+            (vec!["--shared-state", "team"], "there is no `=`"),
+            (vec!["--shared-state", "a b=p"], "invalid state namespace"),
+            (vec!["--shared-state", "team=p,"], "a plugin name is empty"),
         ] {
             let mut all = vec!["--plugins-dir", d];
             all.extend(args);

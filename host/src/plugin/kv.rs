@@ -209,3 +209,6 @@ impl expiry::Host for HostState {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -95,6 +95,12 @@ impl Limits {
         self.memory_hit
     }
 
+    /// A call budget of `timeout` from now, without a store (unit tests of host imports).
+    #[cfg(test)]
+    pub(crate) fn start_for_test(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+    }
+
     /// Forgets what the last instance ran into, for a state recycled into a new instance.
     pub(super) fn reset(&mut self) {
         self.memory_hit = false;
