@@ -71,6 +71,11 @@ if [ "$build" = 1 ]; then
             --manifest-path guest-plugins/Cargo.toml -p echo; then
             mkdir -p plugins
             cp "$guest_target/wasm32-wasip2/release/echo.wasm" plugins/echo.wasm
+            # The contract 0.2 echo (and state benchmark) of the echo and micro scenarios.
+            cargo build --release --target wasm32-wasip2 \
+                --manifest-path guest-plugins/Cargo.toml -p statebench
+            mkdir -p tests/plugins
+            cp "$guest_target/wasm32-wasip2/release/statebench.wasm" tests/plugins/statebench.wasm
         elif [ -f plugins/echo.wasm ]; then
             say "warning: building echo.wasm failed; using the plugins/echo.wasm already there"
         else

@@ -28,6 +28,7 @@ const TEST_PLUGINS: &[&str] = &[
     "badimport",
     "noexport",
     "ratelimit",
+    "statebench",
 ];
 
 type Result<T = (), E = String> = std::result::Result<T, E>;

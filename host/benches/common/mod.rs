@@ -43,6 +43,19 @@ pub fn echo_component() -> PathBuf {
     path
 }
 
+/// The contract 0.2 echo that makes `ops` state calls per message (`tests/plugins`, built by
+/// `cargo xtask plugins`).
+pub fn statebench() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/plugins/statebench.wasm");
+    if !path.is_file() {
+        panic!(
+            "{} is missing: build the test plugins first with `cargo xtask plugins`",
+            path.display()
+        );
+    }
+    path
+}
+
 pub fn core_echo() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sandport-call-path-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a temporary folder");
@@ -85,7 +98,19 @@ impl Case {
 pub type Reply = Result<Outcome, CallError>;
 
 pub fn pool(plugin: &Path, isolation: Isolation) -> Case {
-    let cfg = config(plugin, isolation);
+    pool_with(plugin, isolation, &[])
+}
+
+/// A pool of `plugin` with its `--config` `settings` (key, value).
+pub fn pool_with(plugin: &Path, isolation: Isolation, settings: &[(&str, &str)]) -> Case {
+    let mut cfg = config(plugin, isolation);
+    let name = sandport::plugin::name_of(plugin);
+    for (key, value) in settings {
+        cfg.plugin_config
+            .entry(name.clone())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+    }
     let plugins = Arc::new(Plugins::load(&cfg, CutOff::default()).unwrap_or_else(|e| {
         panic!(
             "loading {}: {}",
@@ -116,6 +141,12 @@ pub const CASES: &[(&str, usize)] = &[
     ("core_reused", 1024),
     ("component_fresh", 64),
     ("core_fresh", 64),
+    // Contract 0.2: the same reused echo, called by connection id (`statebench`, no state op).
+    ("v2_component_reused", 64),
+    ("v2_component_fresh", 64),
+    // ... and with 16 state ops (8 set + get pairs of 64-byte values) per message: the
+    // difference from `v2_component_reused`, over 16, is one state call from a guest.
+    ("v2_state_16_ops", 64),
     ("native_echo", 64),
 ];
 
@@ -126,6 +157,9 @@ pub fn case_pool(name: &str, component: &Path, core: &Path) -> Option<Case> {
         "core_reused" => pool(core, Isolation::Worker),
         "component_fresh" => pool(component, Isolation::Message),
         "core_fresh" => pool(core, Isolation::Message),
+        "v2_component_reused" => pool(&statebench(), Isolation::Worker),
+        "v2_component_fresh" => pool(&statebench(), Isolation::Message),
+        "v2_state_16_ops" => pool_with(&statebench(), Isolation::Worker, &[("ops", "16")]),
         "native_echo" => Case::Native,
         _ => return None,
     })

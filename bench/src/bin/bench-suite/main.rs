@@ -107,8 +107,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
         load: bin_dir.join("sandport-load"),
         tpc: bin_dir.join("tpc-server"),
         echo_wasm: root.join("plugins/echo.wasm"),
+        v2_echo_wasm: root.join("tests/plugins/statebench.wasm"),
     };
-    for p in [&bins.sandport, &bins.load, &bins.tpc, &bins.echo_wasm] {
+    for p in [
+        &bins.sandport,
+        &bins.load,
+        &bins.tpc,
+        &bins.echo_wasm,
+        &bins.v2_echo_wasm,
+    ] {
         if !p.is_file() {
             return Err(format!(
                 "{} is missing: build with bench/run.sh (or cargo build --release -p sandport \

@@ -360,8 +360,10 @@ pub fn echo(ctx: &mut Ctx) -> Section {
     let servers = [
         Server::Native,
         Server::Sandport("worker"),
+        Server::SandportV2("worker"),
         Server::Sandport("connection"),
         Server::Sandport("message"),
+        Server::SandportV2("message"),
     ];
     let mut body = String::new();
     let mut targets = Vec::new();
@@ -391,6 +393,11 @@ pub fn echo(ctx: &mut Ctx) -> Section {
                 ratio_of(&series, &Server::Sandport(iso), &Server::Native),
             ));
         }
+        targets.push(ratio_target(
+            format!("echo 64 B, {c} connections, contract 0.2 `--isolation worker` vs native"),
+            0.95,
+            ratio_of(&series, &Server::SandportV2("worker"), &Server::Native),
+        ));
         raw_rounds(&mut raw, &title, &series);
     }
     body.push_str(&raw);
@@ -850,6 +857,7 @@ pub fn micro(ctx: &Ctx, since: Option<SystemTime>) -> Section {
         for (id, typical, med) in &found {
             let _ = writeln!(body, "| {id} | {} | {} |", ns(*typical), ns(*med));
             let limit = match id.as_str() {
+                s if s.contains("v2_state") => None,
                 s if s.contains("component_reused") => Some(250.0),
                 s if s.contains("component_fresh") => Some(6000.0),
                 _ => None,
@@ -864,11 +872,37 @@ pub fn micro(ctx: &Ctx, since: Option<SystemTime>) -> Section {
             }
         }
     }
+    if let Some(t) = state_op_target(&found) {
+        let _ = writeln!(
+            body,
+            "\nOne state call from a guest (contract 0.2, memory backend, 64-byte values): \
+             (`v2_state_16_ops` - `v2_component_reused`) / 16 = {}.",
+            t.measured
+        );
+        targets.push(t);
+    }
     Section {
         title: "Microbenchmarks: the call path".into(),
         body,
         targets,
     }
+}
+
+/// A state call's cost from a guest: the 16-op echo minus the plain one, over 16.
+fn state_op_target(found: &[(String, f64, f64)]) -> Option<Target> {
+    let time = |name: &str| {
+        found
+            .iter()
+            .find(|(id, _, _)| id.contains(name) && id.ends_with("64B"))
+            .map(|(_, typical, _)| *typical)
+    };
+    let per_op = (time("v2_state_16_ops")? - time("v2_component_reused")?) / 16.0;
+    Some(Target {
+        what: "micro: one state get or set from a guest (64 B, memory backend)".into(),
+        target: "<= 1.00 µs".into(),
+        measured: ns(per_op),
+        pass: Some(per_op <= 1000.0),
+    })
 }
 
 fn ns(x: f64) -> String {

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 /// One of the servers a scenario compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Server {
-    /// sandport with `plugins/echo.wasm` in this isolation mode.
+    /// sandport with `plugins/echo.wasm` (contract 0.1.0) in this isolation mode.
     Sandport(&'static str),
+    /// sandport with the contract 0.2.0 echo, `tests/plugins/statebench.wasm` (no state op).
+    SandportV2(&'static str),
     /// sandport with `--bench-native-echo`: the same server, no Wasm.
     Native,
     /// The thread-per-connection baseline.
@@ -25,6 +27,7 @@ impl Server {
     pub fn label(&self) -> String {
         match self {
             Server::Sandport(iso) => format!("sandport {iso}"),
+            Server::SandportV2(iso) => format!("sandport {iso}, 0.2 echo"),
             Server::Native => "native echo".into(),
             Server::Tpc => "tpc-server".into(),
         }
@@ -36,6 +39,10 @@ impl Server {
             Server::Sandport(iso) => {
                 format!("`sandport --plugin plugins/echo.wasm --isolation {iso}`")
             }
+            Server::SandportV2(iso) => format!(
+                "`sandport --plugin tests/plugins/statebench.wasm --isolation {iso}` (a contract \
+                 0.2 echo: `on-message` gets the connection id, no addresses)"
+            ),
             Server::Native => "`sandport --plugin plugins/echo.wasm --bench-native-echo` \
                                (same server, messages echoed in-process, no Wasm call)"
                 .into(),
@@ -51,6 +58,8 @@ pub struct Bins {
     pub load: PathBuf,
     pub tpc: PathBuf,
     pub echo_wasm: PathBuf,
+    /// The contract 0.2 echo (`statebench` with no state op).
+    pub v2_echo_wasm: PathBuf,
 }
 
 /// A server process started by the suite; killed when dropped.
@@ -78,7 +87,7 @@ pub fn start(
             c.args(["--listen", "127.0.0.1:0", "--framing", framing]);
             c
         }
-        Server::Sandport(_) | Server::Native => {
+        Server::Sandport(_) | Server::Native | Server::SandportV2(_) => {
             let mut c = Command::new(&bins.sandport);
             c.args([
                 "--listen",
@@ -89,9 +98,12 @@ pub fn start(
                 framing,
             ])
             .arg("--plugin")
-            .arg(&bins.echo_wasm);
+            .arg(match server {
+                Server::SandportV2(_) => &bins.v2_echo_wasm,
+                _ => &bins.echo_wasm,
+            });
             match server {
-                Server::Sandport(iso) => c.args(["--isolation", iso]),
+                Server::Sandport(iso) | Server::SandportV2(iso) => c.args(["--isolation", iso]),
                 _ => c.arg("--bench-native-echo"),
             };
             c.env("RUST_LOG", SANDPORT_LOG).env("NO_COLOR", "1");
