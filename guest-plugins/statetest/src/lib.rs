@@ -3,6 +3,11 @@
 //! `error: <kind>` (`no-such-store`, `access-denied`, `unknown-connection`, `too-many-rooms`,
 //! `bad-room-name`) or `error: <the host's text>` (`other`); nothing here traps.
 //!
+//! With the setting `tag` (`--config PLUGIN.tag=T`), only lines starting with `T ` are commands
+//! (the rest of the line); any other line is replied unchanged. In a chain of two copies
+//! (`a.wasm`, `b.wasm`, tagged `a` and `b`) each line thus reaches the one it names, and its
+//! answer passes through the other.
+//!
 //! State, in the plugin's own bucket unless the line starts with `in NAME ` (then in bucket
 //! NAME); `-` stands for an absent value or no TTL:
 //!
@@ -38,7 +43,7 @@ use std::time::Duration;
 
 use sandport_guest::v2::messaging;
 use sandport_guest::v2::state::{Bucket, Ttl};
-use sandport_guest::v2::{Handler, Response};
+use sandport_guest::v2::{config_get, Handler, Response};
 
 /// A reply line, or the error line to reply instead.
 type Answer = Result<String, String>;
@@ -170,9 +175,15 @@ struct StateTest;
 
 impl Handler for StateTest {
     fn on_message(conn: u64, message: Vec<u8>) -> Result<Response, String> {
-        let line = String::from_utf8_lossy(&message);
-        let reply = run(conn, line.trim_end_matches('\r')).unwrap_or_else(|error| error);
-        Ok(Response::reply(reply))
+        let text = String::from_utf8_lossy(&message);
+        let mut line = text.trim_end_matches('\r');
+        if let Some(tag) = config_get("tag") {
+            match line.strip_prefix(&tag).and_then(|rest| rest.strip_prefix(' ')) {
+                Some(command) => line = command,
+                None => return Ok(Response::reply(message)),
+            }
+        }
+        Ok(Response::reply(run(conn, line).unwrap_or_else(|error| error)))
     }
 }
 
