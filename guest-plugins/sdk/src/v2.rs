@@ -8,8 +8,8 @@
 //!
 //! impl Handler for Count {
 //!     fn on_message(conn: u64, _message: Vec<u8>) -> Result<Response, String> {
-//!         let bucket = Bucket::open_default().map_err(|e| e.to_string())?;
-//!         let n = bucket.increment("messages", 1).map_err(|e| e.to_string())?;
+//!         // State and messaging errors convert into the hooks' `String` errors.
+//!         let n = Bucket::open_default()?.increment("messages", 1)?;
 //!         messaging::send(conn, format!("message {n} of the server")).ok();
 //!         Ok(Response::none())
 //!     }

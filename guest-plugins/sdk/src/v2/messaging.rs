@@ -76,7 +76,7 @@ pub fn close(conn: u64) -> Result<(), Error> {
     Ok(wit::close(conn)?)
 }
 
-/// Connection `conn`'s addresses; `None` when it is not open.
+/// Connection `conn`'s addresses (WIT `connection-info`); `None` when it is not open.
 pub fn connection(conn: u64) -> Option<Connection> {
     wit::connection_info(conn)
 }

@@ -11,7 +11,7 @@
 //! bucket.set_with_ttl("session:7", "alice", Duration::from_secs(60))?;
 //! let hits = bucket.increment("hits", 1)?;
 //! // Read, change, write back; retried if another call changed the value in between.
-//! bucket.update("log", |old| Some([old.unwrap_or_default(), b"x"].concat()))?;
+//! bucket.update("log", |old| Some([old.unwrap_or_default(), &b"x"[..]].concat()))?;
 //! ```
 
 use std::fmt;
