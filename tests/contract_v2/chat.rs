@@ -40,8 +40,8 @@ fn chat_rooms_nicks_and_who_across_workers() {
     a.roundtrip("/join lobby", "joined lobby");
     b.roundtrip("/join lobby", "joined lobby");
     a.expect_line(&format!("* guest{idb} joined lobby"));
+    // A rename is the renamed one's business: the room sees it in the next lines.
     b.roundtrip("/nick bob", "you are bob");
-    a.expect_line(&format!("* guest{idb} is now bob"));
 
     // A line goes to the others, not back to its sender.
     b.send_line("hi all");
@@ -73,20 +73,65 @@ fn chat_rooms_nicks_and_who_across_workers() {
 }
 
 #[test]
-fn chat_leave_usage_and_rejoining_the_same_room() {
-    let server = Server::builder().plugin(plugin("chat")).start();
-    let (mut a, _) = join_chat(&server);
+fn chat_rejoins_refusals_and_commands_without_arguments() {
+    let server = Server::builder()
+        .plugin(plugin("chat"))
+        .env("RUST_LOG", "info,plugin=debug")
+        .start();
+    let (mut a, ida) = join_chat(&server);
     let (mut b, idb) = join_chat(&server);
-    a.roundtrip("/leave", "join a room first");
-    a.roundtrip("/nick", "usage: /nick NAME (1 to 32 bytes, no spaces)");
-    a.roundtrip("/join", "usage: /join ROOM (1 to 32 bytes, no spaces)");
+    // Without an argument, `/nick` and `/join` are ordinary lines.
+    a.roundtrip("/nick", "join a room first");
+    a.roundtrip("/join   ", "join a room first");
     a.roundtrip("/join lobby", "joined lobby");
     b.roundtrip("/join lobby", "joined lobby");
     a.expect_line(&format!("* guest{idb} joined lobby"));
-    // Joining the room one is in again tells no one.
+    b.send_line("/nick");
+    a.expect_line(&format!("guest{idb}: /nick"));
+    // Joining the room one is in leaves it and joins it again.
     b.roundtrip("/join lobby", "joined lobby");
-    b.roundtrip("/leave", "left lobby");
+    a.expect_line(&format!("* guest{idb} left lobby"));
+    a.expect_line(&format!("* guest{idb} joined lobby"));
+    // A room the host refuses is refused in words; the client is then in no room.
+    let long = "r".repeat(257);
+    b.roundtrip(
+        &format!("/join {long}"),
+        &format!("cannot join {long}: bad-room-name"),
+    );
     a.expect_line(&format!("* guest{idb} left lobby"));
     b.roundtrip("still there?", "join a room first");
+    a.roundtrip("/who", &format!("guest{ida}"));
+    // Every message is logged at debug level, line and reply.
+    server.wait_for_plugin_log(&format!("\"/who\" -> \"guest{ida}\""), "chat");
     a.expect_silence(Duration::from_millis(200));
+    server.assert_no_call_failed();
+}
+
+#[test]
+fn chat_forgets_what_a_killed_process_left_in_a_state_file() {
+    let dir = TempDir::new("chat-state");
+    let state = format!("file:{}", dir.join("chat.redb").display());
+    let start = || {
+        Server::builder()
+            .plugin(plugin("chat"))
+            .args(["--state", &state])
+            .start()
+    };
+    {
+        let mut server = start();
+        let (mut a, ida) = join_chat(&server);
+        assert_eq!(ida, 1);
+        a.roundtrip("/nick alice", "you are alice");
+        a.roundtrip("/join lobby", "joined lobby");
+        // No on-disconnect: the name and room of connection 1 stay in the file.
+        server.signal(libc::SIGKILL);
+        server.wait_exit(Duration::from_secs(10)).expect("killed");
+    }
+    let server = start();
+    // Connection ids start at 1 again: the new connection 1 is a guest in no room.
+    let (mut a, ida) = join_chat(&server);
+    assert_eq!(ida, 1);
+    a.roundtrip("hello", "join a room first");
+    a.roundtrip("/join lobby", "joined lobby");
+    a.roundtrip("/who", "guest1");
 }
