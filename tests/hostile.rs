@@ -95,7 +95,7 @@ fn the_per_ip_cap_refuses_the_next_connection_from_that_address_and_serves_other
     let mut third = server.connect();
     third.expect_closed_without_reply(REPLY_TIMEOUT);
     // Another address of the loopback network is another client.
-    let mut other = Client::from_stream(connect_from([127, 0, 0, 2], server.addr));
+    let mut other = Client::connect_from([127, 0, 0, 2], server.addr);
     other.roundtrip("from elsewhere", "from elsewhere");
     // A slot freed is a slot for the same address again.
     drop(first);
@@ -105,35 +105,6 @@ fn the_per_ip_cap_refuses_the_next_connection_from_that_address_and_serves_other
         (c.recv_line(Duration::from_millis(200)).ok()? == "back").then_some(c)
     });
     assert!(again.is_some(), "the address got its slot back");
-}
-
-/// A TCP connection to `to` from the local address `source` (port chosen by the kernel).
-fn connect_from(source: [u8; 4], to: std::net::SocketAddr) -> std::net::TcpStream {
-    use std::os::fd::FromRawFd;
-    let std::net::SocketAddr::V4(to) = to else {
-        panic!("the test server listens on IPv4");
-    };
-    let addr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let from = addr(source, 0);
-        let rc = libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), len);
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        let dest = addr(to.ip().octets(), to.port());
-        let rc = libc::connect(fd, (&dest as *const libc::sockaddr_in).cast(), len);
-        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
-        std::net::TcpStream::from_raw_fd(fd)
-    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod support;
 mod backpressure;
 mod chains;
 mod config;
+mod contract_v2;
 mod core_abi;
 mod framing;
 mod hostile;

@@ -1,6 +1,8 @@
-//! The Rust guest SDK (`guest-plugins/sdk`, crate `sandport-guest`), through the `ratelimit`
-//! plugin written with it: at most `max` messages (default 5) per `window_ms` (default 1000) on a
-//! connection; the first message over the limit gets `rate limit exceeded` and a close.
+//! The Rust guest SDK's 0.1 API (`guest-plugins/sdk`, crate `sandport-guest`), through the
+//! `ratelimit1` test plugin written with it: at most `max` messages (default 5) per `window_ms`
+//! (default 1000) on a connection; the first message over the limit gets `rate limit exceeded`
+//! and a close. (The 0.2 API and the `ratelimit` example written with it, which limits per
+//! client address in host state, are tested in `contract_v2`.)
 //!
 //! The over-the-limit checks send their messages in one write, so that they reach the plugin
 //! within a few milliseconds of each other whatever the machine is doing.
@@ -12,9 +14,9 @@ use crate::support::*;
 
 const EXCEEDED: &str = "rate limit exceeded";
 
-fn ratelimit_server(args: &[&str], config: &[&str]) -> Server {
+fn ratelimit1_server(args: &[&str], config: &[&str]) -> Server {
     let mut builder = Server::builder()
-        .plugin(test_plugin("ratelimit"))
+        .plugin(test_plugin("ratelimit1"))
         .args(args);
     for kv in config {
         builder = builder.config(kv);
@@ -33,8 +35,8 @@ fn send_burst(client: &mut Client, lines: &[&str]) {
 }
 
 #[test]
-fn ratelimit_echoes_messages_under_the_limit() {
-    let server = ratelimit_server(&["--isolation", "connection"], &[]);
+fn ratelimit1_echoes_messages_under_the_limit() {
+    let server = ratelimit1_server(&["--isolation", "connection"], &[]);
     let mut c = server.connect();
     // The default limit is 5 per second: 5 messages never exceed it, however fast they come.
     for i in 0..5 {
@@ -49,11 +51,11 @@ fn ratelimit_echoes_messages_under_the_limit() {
 }
 
 #[test]
-fn ratelimit_closes_the_connection_on_the_first_message_over_the_limit() {
+fn ratelimit1_closes_the_connection_on_the_first_message_over_the_limit() {
     // A long window, so that the limit applies however slowly the messages arrive.
-    let server = ratelimit_server(
+    let server = ratelimit1_server(
         &["--isolation", "connection"],
-        &["ratelimit.window_ms=60000"],
+        &["ratelimit1.window_ms=60000"],
     );
     let mut c = server.connect();
     for i in 1..=5 {
@@ -63,7 +65,7 @@ fn ratelimit_closes_the_connection_on_the_first_message_over_the_limit() {
     c.send_line("6");
     c.expect_line(EXCEEDED);
     c.expect_closed_without_reply(REPLY_TIMEOUT);
-    let line = server.wait_for_plugin_log("sent more than 5 messages in 60000 ms", "ratelimit");
+    let line = server.wait_for_plugin_log("sent more than 5 messages in 60000 ms", "ratelimit1");
     assert!(line.contains("WARN"), "not a warning: {line}");
 
     // Pipelined: the rest of a burst after the refused message is never answered.
@@ -76,8 +78,8 @@ fn ratelimit_closes_the_connection_on_the_first_message_over_the_limit() {
 }
 
 #[test]
-fn ratelimit_honours_a_custom_max() {
-    let server = ratelimit_server(&["--isolation", "connection"], &["ratelimit.max=2"]);
+fn ratelimit1_honours_a_custom_max() {
+    let server = ratelimit1_server(&["--isolation", "connection"], &["ratelimit1.max=2"]);
     let mut c = server.connect();
     send_burst(&mut c, &["one", "two", "three"]);
     c.expect_line("one");
@@ -88,11 +90,11 @@ fn ratelimit_honours_a_custom_max() {
 }
 
 #[test]
-fn ratelimit_starts_afresh_after_a_window_and_on_a_new_connection() {
+fn ratelimit1_starts_afresh_after_a_window_and_on_a_new_connection() {
     let window = Duration::from_millis(500);
-    let server = ratelimit_server(
+    let server = ratelimit1_server(
         &["--isolation", "connection"],
-        &["ratelimit.max=2", "ratelimit.window_ms=500"],
+        &["ratelimit1.max=2", "ratelimit1.window_ms=500"],
     );
     // The window slides: once it has passed, the same connection may send `max` messages again.
     let mut c = server.connect();
@@ -124,12 +126,12 @@ fn ratelimit_starts_afresh_after_a_window_and_on_a_new_connection() {
 }
 
 #[test]
-fn ratelimit_keeps_one_count_per_connection_on_a_shared_instance() {
+fn ratelimit1_keeps_one_count_per_connection_on_a_shared_instance() {
     // With `--isolation worker` and one worker, both connections share one instance: the plugin
     // keys its counts by connection id.
-    let server = ratelimit_server(
+    let server = ratelimit1_server(
         &["--isolation", "worker", "--workers", "1"],
-        &["ratelimit.max=3", "ratelimit.window_ms=60000"],
+        &["ratelimit1.max=3", "ratelimit1.window_ms=60000"],
     );
     let mut a = server.connect();
     let mut b = server.connect();
@@ -153,10 +155,10 @@ fn ratelimit_keeps_one_count_per_connection_on_a_shared_instance() {
 }
 
 #[test]
-fn ratelimit_refuses_clients_when_a_setting_is_invalid() {
-    let server = ratelimit_server(&["--isolation", "connection"], &["ratelimit.max=lots"]);
+fn ratelimit1_refuses_clients_when_a_setting_is_invalid() {
+    let server = ratelimit1_server(&["--isolation", "connection"], &["ratelimit1.max=lots"]);
     let mut c = server.connect();
     c.send_line("hello");
     c.expect_closed_without_reply(REPLY_TIMEOUT);
-    server.wait_for_plugin_log("invalid setting max=", "ratelimit");
+    server.wait_for_plugin_log("invalid setting max=", "ratelimit1");
 }

@@ -59,6 +59,17 @@ impl Client {
         Ok(Client::from_stream(stream))
     }
 
+    /// Connects from the local IPv4 address `source` (another address of the loopback network,
+    /// such as 127.0.0.2, is another client address to the server); panics on failure.
+    pub fn connect_from(source: [u8; 4], to: SocketAddr) -> Client {
+        let stream = stream_from(source, to);
+        stream.set_nodelay(true).expect("set_nodelay");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("set_write_timeout");
+        Client::from_stream(stream)
+    }
+
     /// Wraps an already connected stream.
     pub fn from_stream(stream: TcpStream) -> Client {
         Client {
@@ -289,4 +300,33 @@ pub fn greeting_id(line: &str) -> u64 {
     line.strip_prefix("hello ")
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("expected a greeting `hello <id>`, got {line:?}"))
+}
+
+/// A TCP connection to `to` from the local address `source` (port chosen by the kernel).
+fn stream_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        panic!("the test server listens on IPv4");
+    };
+    let addr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is wrapped.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let from = addr(source, 0);
+        let rc = libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let dest = addr(to.ip().octets(), to.port());
+        let rc = libc::connect(fd, (&dest as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
 }

@@ -15,7 +15,7 @@ use std::process::{self, Command};
 /// The Rust target the plugins are built for; it yields components directly.
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Example plugins, copied to `plugins/`.
-const EXAMPLE_PLUGINS: &[&str] = &["print", "echo", "upper"];
+const EXAMPLE_PLUGINS: &[&str] = &["print", "echo", "upper", "chat"];
 /// Test-only plugins, copied to `tests/plugins/`.
 const TEST_PLUGINS: &[&str] = &[
     "counter",
@@ -28,6 +28,9 @@ const TEST_PLUGINS: &[&str] = &[
     "badimport",
     "noexport",
     "ratelimit",
+    "ratelimit1",
+    "echo2",
+    "statetest",
     "statebench",
 ];
 

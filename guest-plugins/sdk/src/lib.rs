@@ -21,9 +21,14 @@
 //! required; [`Handler::on_connect`] defaults to no greeting and [`Handler::on_disconnect`] to
 //! nothing. The hooks' semantics (when each runs, what an `Err` does, isolation modes) are
 //! documented in the WIT contract, `wit/handler.wit`.
+//!
+//! Contract 0.2 (host state, messages between connections, rooms) is the [`v2`] module, with its
+//! own [`v2::Handler`] trait and [`export_handler_v2!`].
 
 use std::fmt::Display;
 use std::str::FromStr;
+
+pub mod v2;
 
 /// The bindings generated from `wit/handler.wit`. Public only for [`export_handler!`]'s
 /// expansion; use the re-exports at the crate root instead.
@@ -72,7 +77,17 @@ where
     T: FromStr,
     T::Err: Display,
 {
-    match config_get(key) {
+    parse_setting(key, config_get(key), default)
+}
+
+/// `value` (setting `key`'s, if it was given) parsed as a `T`, or `default`: both contracts'
+/// `config_parse`.
+fn parse_setting<T>(key: &str, value: Option<String>, default: T) -> Result<T, String>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match value {
         None => Ok(default),
         Some(value) => {
             value.trim().parse().map_err(|e| format!("invalid setting {key}={value:?}: {e}"))
