@@ -13,7 +13,7 @@
 //! ([`IN_FLIGHT_FACTOR`] caps per receiver).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use crossbeam_channel::Sender;
@@ -21,8 +21,8 @@ use mio::Waker;
 
 /// What a worker's inbox carries for one of its connections.
 pub enum Delivery {
-    /// Bytes for the client, framed as a reply.
-    Bytes { to: u64, bytes: Vec<u8> },
+    /// Bytes for the client, framed as a reply; one allocation shared by a publish's members.
+    Bytes { to: u64, bytes: Arc<[u8]> },
     /// Close the connection once what is queued for it is written.
     Close { to: u64 },
     /// Too much is in flight to it: close it now, dropping its queued output.
@@ -55,8 +55,30 @@ struct Route {
 
 /// One worker's inbox.
 pub struct Inbox {
-    pub tx: Sender<Delivery>,
-    pub waker: Arc<Waker>,
+    tx: Sender<Delivery>,
+    waker: Arc<Waker>,
+    /// Whether the worker has been woken since it last started taking deliveries: a publish to
+    /// a thousand members on one worker then costs one wake-up (a syscall), not a thousand.
+    woken: AtomicBool,
+}
+
+impl Inbox {
+    pub fn new(tx: Sender<Delivery>, waker: Arc<Waker>) -> Self {
+        Inbox {
+            tx,
+            waker,
+            woken: AtomicBool::new(false),
+        }
+    }
+
+    fn put(&self, delivery: Delivery) {
+        // A worker that is gone (shutting down) drops the delivery with its connections.
+        // SeqCst pairs with `taking`: either this sees the flag cleared and wakes the worker, or
+        // the worker clears it before draining and finds this delivery.
+        if self.tx.send(delivery).is_ok() && !self.woken.swap(true, SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
 }
 
 /// Shared by every worker and handler of a server.
@@ -120,6 +142,11 @@ impl Messenger {
         }
     }
 
+    /// Worker `worker` is about to drain its inbox: what arrives from now on wakes it again.
+    pub(crate) fn taking(&self, worker: usize) {
+        self.inboxes[worker].woken.store(false, SeqCst);
+    }
+
     /// The worker took `n` bytes for `id` off its inbox.
     pub(crate) fn taken(&self, id: u64, n: usize) {
         if let Some(route) = self.routes_read().get(&id) {
@@ -137,11 +164,11 @@ impl Messenger {
     pub fn send(&self, to: u64, bytes: &[u8]) -> Result<(), SendError> {
         let routes = self.routes_read();
         let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
-        self.deliver(to, route, bytes);
+        self.deliver(to, route, &Arc::from(bytes));
         Ok(())
     }
 
-    fn deliver(&self, to: u64, route: &Route, bytes: &[u8]) {
+    fn deliver(&self, to: u64, route: &Route, bytes: &Arc<[u8]>) {
         if route.slow.load(Relaxed) {
             return;
         }
@@ -154,23 +181,17 @@ impl Messenger {
         } else {
             Delivery::Bytes {
                 to,
-                bytes: bytes.to_vec(),
+                bytes: bytes.clone(),
             }
         };
-        // A worker that is gone (shutting down) drops the delivery with its connections.
-        if inbox.tx.send(delivery).is_ok() {
-            let _ = inbox.waker.wake();
-        }
+        inbox.put(delivery);
     }
 
     /// Closes connection `to` once what is queued for it is written.
     pub fn close(&self, to: u64) -> Result<(), SendError> {
         let routes = self.routes_read();
         let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
-        let inbox = &self.inboxes[route.worker];
-        if inbox.tx.send(Delivery::Close { to }).is_ok() {
-            let _ = inbox.waker.wake();
-        }
+        self.inboxes[route.worker].put(Delivery::Close { to });
         Ok(())
     }
 
@@ -219,13 +240,14 @@ impl Messenger {
     pub fn publish(&self, from: u64, room: &str, bytes: &[u8], include_self: bool) -> usize {
         let members = self.members(room);
         let routes = self.routes_read();
+        let bytes: Arc<[u8]> = Arc::from(bytes);
         let mut sent = 0;
         for to in members {
             if to == from && !include_self {
                 continue;
             }
             if let Some(route) = routes.get(&to) {
-                self.deliver(to, route, bytes);
+                self.deliver(to, route, &bytes);
                 sent += 1;
             }
         }

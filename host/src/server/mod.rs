@@ -135,10 +135,7 @@ impl Server {
                 });
                 // Bounded by the bytes in flight to each receiver (see `messaging`).
                 let (dtx, drx) = crossbeam_channel::unbounded();
-                outboxes.push(messaging::Inbox {
-                    tx: dtx,
-                    waker: waker.clone(),
-                });
+                outboxes.push(messaging::Inbox::new(dtx, waker.clone()));
                 shutdown.subscribe(waker);
                 loops.push((poll, rx, drx));
             }

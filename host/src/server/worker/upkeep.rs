@@ -14,6 +14,7 @@ impl<H: Handler> Worker<H> {
     /// closes those they asked to close; a receiver still over its output cap once it is flushed
     /// is a slow consumer and is closed at once, its queued output dropped.
     pub(super) fn take_deliveries(&mut self) {
+        self.messenger.taking(self.index);
         while let Ok(delivery) = self.deliveries.try_recv() {
             let to = match &delivery {
                 Delivery::Bytes { to, bytes } => {
