@@ -5,7 +5,8 @@
 #   bench/run.sh                  the full run (about 10 minutes), then BENCHMARKS.md
 #   bench/run.sh --smoke          a tiny run that only proves everything works (CI); exits
 #                                 non-zero on any failure; writes target/bench-smoke/BENCHMARKS.md
-#   bench/run.sh --only echo,c10k only some scenarios (echo, large, tpc, c10k, startup, micro)
+#   bench/run.sh --only echo,c10k only some scenarios (echo, large, tpc, c10k, startup, fanout,
+#                                 micro)
 #
 # Options of this script (the others go to bench-suite, see `bench-suite --help`):
 #   --all-plugins   build every plugin with `cargo xtask plugins` (Python and JS included, for the
@@ -63,14 +64,15 @@ if [ "$build" = 1 ]; then
         say "building every plugin (cargo xtask plugins)"
         cargo xtask plugins
     else
-        say "building plugins/echo.wasm"
+        say "building plugins/echo.wasm, plugins/chat.wasm and tests/plugins/statebench.wasm"
         rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 \
             || rustup target add wasm32-wasip2
         guest_target="${CARGO_TARGET_DIR:-$root/guest-plugins/target}"
         if cargo build --release --target wasm32-wasip2 \
-            --manifest-path guest-plugins/Cargo.toml -p echo; then
+            --manifest-path guest-plugins/Cargo.toml -p echo -p chat; then
             mkdir -p plugins
             cp "$guest_target/wasm32-wasip2/release/echo.wasm" plugins/echo.wasm
+            cp "$guest_target/wasm32-wasip2/release/chat.wasm" plugins/chat.wasm
             # The contract 0.2 echo (and state benchmark) of the echo and micro scenarios.
             cargo build --release --target wasm32-wasip2 \
                 --manifest-path guest-plugins/Cargo.toml -p statebench

@@ -3,6 +3,7 @@
 //! `BENCHMARKS.md` (medians, ratios, targets, the machine and the command). `bench/run.sh`
 //! builds everything and calls it; it can be run by hand once the binaries are built.
 
+mod fanout;
 mod scenarios;
 mod server;
 
@@ -16,7 +17,7 @@ use clap::Parser;
 use scenarios::{Ctx, Section};
 use server::Bins;
 
-const SCENARIOS: &[&str] = &["echo", "large", "tpc", "c10k", "startup", "micro"];
+const SCENARIOS: &[&str] = &["echo", "large", "tpc", "c10k", "startup", "fanout", "micro"];
 
 /// Runs sandport's benchmark scenarios and writes BENCHMARKS.md.
 #[derive(Debug, Parser)]
@@ -39,7 +40,7 @@ struct Args {
     #[arg(long)]
     warmup: Option<f64>,
 
-    /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, micro.
+    /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout, micro.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -180,6 +181,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
             startup_plugins(&root, smoke)
         };
         sections.push(scenarios::startup(&mut ctx, &plugins));
+    }
+    if wanted("fanout") {
+        sections.push(fanout::fanout(&mut ctx, &root.join("plugins/chat.wasm")));
     }
     if wanted("micro") && !smoke {
         let since = args

@@ -127,6 +127,18 @@ pub fn start_plugin(bins: &Bins, plugin: &Path, cache_dir: &Path) -> Result<Runn
     spawn_and_wait(c, Server::Sandport("message"), Duration::from_secs(300))
 }
 
+/// Starts sandport with `plugin` and `args` on a free port, with 2 workers.
+pub fn start_with(bins: &Bins, plugin: &Path, args: &[&str]) -> Result<Running, String> {
+    let mut c = Command::new(&bins.sandport);
+    c.args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .arg("--plugin")
+        .arg(plugin)
+        .args(args)
+        .env("RUST_LOG", SANDPORT_LOG)
+        .env("NO_COLOR", "1");
+    spawn_and_wait(c, Server::Sandport("message"), Duration::from_secs(120))
+}
+
 fn spawn_and_wait(mut cmd: Command, server: Server, wait: Duration) -> Result<Running, String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
