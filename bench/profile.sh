@@ -50,7 +50,7 @@ for line in open(sys.argv[1]):
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "call_count" and m.get("executable"):
         print(m["executable"])' "$out/build.json" | tail -1)"
     n=2000
-    for case in "component_reused 64" "component_reused 1024" "core_reused 64" "component_fresh 64" "core_fresh 64" "native_echo 64"; do
+    for case in "component_reused 64" "component_reused 1024" "core_reused 64" "component_fresh 64" "core_fresh 64" "v2_component_reused 64" "v2_component_fresh 64" "v2_state_16_ops 64" "native_echo 64"; do
         set -- $case
         name="$1-$2"
         # Once unprofiled, so both profiled runs find the plugin in the compile cache.
