@@ -2,11 +2,12 @@
 # sandport's benchmark suite (issue 4): builds everything in release mode, runs every scenario
 # with the compared servers interleaved, and writes BENCHMARKS.md in the repository root.
 #
-#   bench/run.sh                  the full run (about 10 minutes), then BENCHMARKS.md
+#   bench/run.sh                  the full run (about 25 minutes, 10 of them the soak), then
+#                                 BENCHMARKS.md
 #   bench/run.sh --smoke          a tiny run that only proves everything works (CI); exits
 #                                 non-zero on any failure; writes target/bench-smoke/BENCHMARKS.md
 #   bench/run.sh --only echo,c10k only some scenarios (echo, large, tpc, c10k, startup, fanout,
-#                                 micro)
+#                                 soak, micro); --soak-secs N shortens the soak
 #
 # Options of this script (the others go to bench-suite, see `bench-suite --help`):
 #   --all-plugins   build every plugin with `cargo xtask plugins` (Python and JS included, for the

@@ -6,6 +6,7 @@
 mod fanout;
 mod scenarios;
 mod server;
+mod soak;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,9 @@ use clap::Parser;
 use scenarios::{Ctx, Section};
 use server::Bins;
 
-const SCENARIOS: &[&str] = &["echo", "large", "tpc", "c10k", "startup", "fanout", "micro"];
+const SCENARIOS: &[&str] = &[
+    "echo", "large", "tpc", "c10k", "startup", "fanout", "soak", "micro",
+];
 
 /// Runs sandport's benchmark scenarios and writes BENCHMARKS.md.
 #[derive(Debug, Parser)]
@@ -40,13 +43,18 @@ struct Args {
     #[arg(long)]
     warmup: Option<f64>,
 
-    /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout, micro.
+    /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout, soak,
+    /// micro.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
     /// Connections of the many-connections scenario (100 of them active).
     #[arg(long, default_value_t = 10_000)]
     c10k: usize,
+
+    /// Length of the soak scenario, seconds (default 600; 4 with --smoke).
+    #[arg(long)]
+    soak_secs: Option<f64>,
 
     /// Client threads of the load generator.
     #[arg(long, default_value_t = 2)]
@@ -184,6 +192,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     if wanted("fanout") {
         sections.push(fanout::fanout(&mut ctx, &root.join("plugins/chat.wasm")));
+    }
+    if wanted("soak") {
+        let (total, interval) = match args.soak_secs {
+            Some(t) => (t, if t >= 60.0 { 10.0 } else { 1.0 }),
+            None if smoke => (4.0, 1.0),
+            None => (600.0, 10.0),
+        };
+        sections.push(soak::soak(&mut ctx, total, interval));
     }
     if wanted("micro") && !smoke {
         let since = args

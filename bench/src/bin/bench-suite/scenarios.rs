@@ -135,7 +135,12 @@ fn verdict(pass: Option<bool>) -> &'static str {
 
 impl Ctx {
     /// Runs `sandport-load` against `addr` and returns its report.
-    fn run_load(&mut self, addr: SocketAddr, spec: &LoadSpec, what: &str) -> Option<LoadReport> {
+    pub(crate) fn run_load(
+        &mut self,
+        addr: SocketAddr,
+        spec: &LoadSpec,
+        what: &str,
+    ) -> Option<LoadReport> {
         let mut cmd = Command::new(&self.bins.load);
         cmd.arg("--addr")
             .arg(addr.to_string())
