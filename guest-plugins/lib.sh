@@ -30,11 +30,27 @@ sp_start() {
 }
 
 # sp_wit: sets `wit` to the folder holding handler.wit ($SANDPORT_WIT, by default the
-# repository's wit/), for the toolchains that generate bindings from it.
+# repository's wit/), for the toolchains that generate bindings from it. That is contract
+# sandport:plugin@0.1.0; contract 0.2.0 is in its v0.2/ subfolder (see sp_plugin).
 sp_wit() {
     wit="${SANDPORT_WIT:-$(dirname "${BASH_SOURCE[0]}")/../wit}"
     [ -f "$wit/handler.wit" ] || fail "no handler.wit in $wit (set SANDPORT_WIT)"
     wit="$(cd "$wit" && pwd)"
+}
+
+# sp_plugin NAME@CONTRACT: splits an entry of a build script's PLUGINS list, such as `kv@0.2`,
+# into `plugin` (kv), `contract` (0.2) and `plugin_wit`, the WIT folder of that contract: `0.1`
+# is $wit (wit/handler.wit), `0.2` is $wit/v0.2. Needs sp_wit first.
+sp_plugin() {
+    plugin="${1%@*}"
+    contract="${1##*@}"
+    [ "$plugin" != "$1" ] || fail "plugin entry '$1' does not name its contract (NAME@0.1 or NAME@0.2)"
+    case "$contract" in
+        0.1) plugin_wit="$wit" ;;
+        0.2) plugin_wit="$wit/v0.2" ;;
+        *) fail "plugin $plugin: unknown contract '$contract' (expected 0.1 or 0.2)" ;;
+    esac
+    [ -f "$plugin_wit/handler.wit" ] || fail "plugin $plugin: no handler.wit in $plugin_wit"
 }
 
 # sp_apt_install PACKAGE...: installs Debian packages, refreshing the package lists only if the

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the JavaScript plugins as WebAssembly components implementing the `handler` world of
-# wit/handler.wit, with componentize-js (which embeds the SpiderMonkey engine, through
+# their contract, with componentize-js (which embeds the SpiderMonkey engine, through
 # StarlingMonkey, into each component, with the script pre-initialised by wizer):
-#   upper -> OUT_DIR/upper-js.wasm, router -> OUT_DIR/router-js.wasm
+#   upper  (0.1.0, wit/handler.wit)      -> OUT_DIR/upper-js.wasm
+#   router (0.1.0, wit/handler.wit)      -> OUT_DIR/router-js.wasm
+# A 0.2.0 plugin is built from a copy of its folder with sandport.js (the helper module beside
+# this script) next to its source, which imports it as './sandport.js'.
 #
 # Usage (from the repository root, as `cargo xtask plugins` runs it):
 #   bash guest-plugins/js/build.sh OUT_DIR
@@ -10,11 +13,12 @@
 # package-lock.json beside this script, and installed once (`npm ci`) under $SANDPORT_TOOLS
 # (default: ~/.cache/sandport/tools, as for `cargo xtask plugins`). Needs Node.js >= 18 and npm;
 # installed from Debian's packages when missing. The WIT folder is $SANDPORT_WIT (default: wit/
-# of this repository).
+# of this repository; contract 0.2.0 is its v0.2/ subfolder).
 set -euo pipefail
 
 COMPONENTIZE_JS_VERSION="0.23.0" # must match package.json
-PLUGINS=(upper router)
+# Each plugin, and the contract it implements (see sp_plugin in ../lib.sh).
+PLUGINS=(upper@0.1 router@0.1)
 # `http` and `fetch-event` (fetch() and the wasi:http handler) need wasi:http, which sandport does
 # not provide: compiled out. The other features stay: `stdio` (console.log/console.error and
 # uncaught exceptions become log lines of the host), `random` (Math.random, crypto), `clocks`
@@ -62,17 +66,29 @@ mkdir -p "$TMPDIR"
 trap 'rm -rf "$TMPDIR"' EXIT
 
 # --- plugins ---------------------------------------------------------------------------------
-for plugin in "${PLUGINS[@]}"; do
+for entry in "${PLUGINS[@]}"; do
+    sp_plugin "$entry"
     src="$here/$plugin/$plugin.js"
     [ -f "$src" ] || fail "no $src"
     dest="$out/$plugin-js.wasm"
-    say "building $plugin -> $dest"
+    say "building $plugin (contract $contract) -> $dest"
+    # componentize-js resolves the source's imports inside the folder it runs in (mapped as the
+    # root of wizer's file system), so a 0.2.0 plugin is built in a folder holding its sources
+    # and sandport.js side by side.
+    workdir="$PWD"
+    if [ "$contract" = 0.2 ]; then
+        workdir="$TMPDIR/src/$plugin"
+        rm -rf "$workdir"
+        mkdir -p "$workdir"
+        cp "$here/$plugin"/*.js "$here/sandport.js" "$workdir/"
+        src="$workdir/$plugin.js"
+    fi
     # Into a temporary file first, then renamed: a host loading the plugin meanwhile sees the
     # old file or the new one, never half of one.
     partial="$out/.$plugin-js.wasm.partial"
     rm -f "$partial"
-    node "$cjs" "$src" --wit "$wit" --world-name handler \
-        --disable "${DISABLED_FEATURES[@]}" --out "$partial" \
+    (cd "$workdir" && node "$cjs" "$src" --wit "$plugin_wit" --world-name handler \
+        --disable "${DISABLED_FEATURES[@]}" --out "$partial") \
         || { rm -f "$partial"; fail "componentize-js failed for $plugin"; }
     [ -s "$partial" ] || fail "componentize-js wrote no component for $plugin"
     mv -f "$partial" "$dest"
