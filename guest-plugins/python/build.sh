@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Python plugins as WebAssembly components implementing the `handler` world of their
 # contract, with componentize-py (which bundles a CPython interpreter into each component):
-#   upper (0.1.0, wit/handler.wit) -> OUT_DIR/upper-python.wasm
-#   kv    (0.1.0, wit/handler.wit) -> OUT_DIR/kv-python.wasm
+#   upper (0.1.0, wit/handler.wit)     -> OUT_DIR/upper-python.wasm
+#   kv    (0.2.0, wit/v0.2/handler.wit) -> OUT_DIR/kv-python.wasm
 # A 0.2.0 plugin is built with sandport.py (the helper module beside this script) copied next
 # to its app.py.
 #
@@ -16,7 +16,7 @@ set -euo pipefail
 
 COMPONENTIZE_PY_VERSION="0.25.1"
 # Each plugin, and the contract it implements (see sp_plugin in ../lib.sh).
-PLUGINS=(upper@0.1 kv@0.1)
+PLUGINS=(upper@0.1 kv@0.2)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../lib.sh"
