@@ -33,8 +33,11 @@ mod c;
 mod go;
 mod js;
 mod python;
+mod rooms;
 mod wat;
 mod zig;
+
+use rooms::chat_rooms;
 
 /// `upper-<lang>` upper-cases, honours `prefix`, logs through the host (a debug line containing
 /// "upper-cased"), keeps the connection open, and behaves the same under every isolation mode

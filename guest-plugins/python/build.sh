@@ -3,6 +3,7 @@
 # contract, with componentize-py (which bundles a CPython interpreter into each component):
 #   upper (0.1.0, wit/handler.wit)     -> OUT_DIR/upper-python.wasm
 #   kv    (0.2.0, wit/v0.2/handler.wit) -> OUT_DIR/kv-python.wasm
+#   chat  (0.2.0, wit/v0.2/handler.wit) -> OUT_DIR/chat-python.wasm
 # A 0.2.0 plugin is built with sandport.py (the helper module beside this script) copied next
 # to its app.py.
 #
@@ -16,7 +17,7 @@ set -euo pipefail
 
 COMPONENTIZE_PY_VERSION="0.25.1"
 # Each plugin, and the contract it implements (see sp_plugin in ../lib.sh).
-PLUGINS=(upper@0.1 kv@0.2)
+PLUGINS=(upper@0.1 kv@0.2 chat@0.2)
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../lib.sh"

@@ -1,5 +1,5 @@
 //! Plugins written in Python, built from source by guest-plugins/python/build.sh: `upper`
-//! (contract 0.1.0), and `kv` (contract 0.2.0, on the host's state).
+//! (contract 0.1.0), and `kv` and `chat` (contract 0.2.0, on the host's state and messaging).
 //!
 //! These components bundle a CPython interpreter (about 18 MB each); the host compiles them at
 //! start unless its compile cache already holds them, so each test starts as few servers as it
@@ -12,6 +12,7 @@ use crate::support::*;
 
 super::common_tests! { "python":
     upper;
+    chat_rooms;
 }
 
 /// A `kv-python` server with `args` (after `--plugin`), logging the plugin's debug lines.
