@@ -4,6 +4,7 @@
 # StarlingMonkey, into each component, with the script pre-initialised by wizer):
 #   upper  (0.1.0, wit/handler.wit)      -> OUT_DIR/upper-js.wasm
 #   router (0.1.0, wit/handler.wit)      -> OUT_DIR/router-js.wasm
+#   chat   (0.2.0, wit/v0.2/handler.wit) -> OUT_DIR/chat-js.wasm
 # A 0.2.0 plugin is built from a copy of its folder with sandport.js (the helper module beside
 # this script) next to its source, which imports it as './sandport.js'.
 #
@@ -18,7 +19,7 @@ set -euo pipefail
 
 COMPONENTIZE_JS_VERSION="0.23.0" # must match package.json
 # Each plugin, and the contract it implements (see sp_plugin in ../lib.sh).
-PLUGINS=(upper@0.1 router@0.1)
+PLUGINS=(upper@0.1 router@0.1 chat@0.2)
 # `http` and `fetch-event` (fetch() and the wasi:http handler) need wasi:http, which sandport does
 # not provide: compiled out. The other features stay: `stdio` (console.log/console.error and
 # uncaught exceptions become log lines of the host), `random` (Math.random, crypto), `clocks`

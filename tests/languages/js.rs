@@ -1,4 +1,5 @@
-//! Plugins written in JavaScript, built from source by guest-plugins/js/build.sh.
+//! Plugins written in JavaScript, built from source by guest-plugins/js/build.sh: `upper` and
+//! `router` (contract 0.1.0), and `chat` (contract 0.2.0, on the host's state and messaging).
 //!
 //! These components embed the SpiderMonkey engine (about 12 MB each); the host compiles them at
 //! start unless its compile cache already holds them, so each test starts as few servers as it
@@ -8,6 +9,7 @@ use crate::support::*;
 
 super::common_tests! { "js":
     upper;
+    chat_rooms;
 }
 
 fn router(config: &[&str]) -> Server {
