@@ -171,7 +171,8 @@ fn kv_python_incr_is_atomic_across_workers() {
 
 /// With `--state file:PATH` the store survives a restart: a clean one (SIGTERM), and a
 /// `kill -9` right after the replies, under each isolation mode in turn. Without `--state` (the
-/// memory store) a restart starts empty.
+/// memory store) a restart starts empty; there a write over `--state-max-value-bytes` is a
+/// normal reply with the host's reason, and nothing is written.
 #[test]
 fn kv_python_state_survives_restarts_with_a_state_file() {
     let dir = TempDir::new("kv-python-state");
@@ -213,8 +214,18 @@ fn kv_python_state_survives_restarts_with_a_state_file() {
     server.assert_no_call_failed();
     drop(server);
 
-    let server = kv_server(&[]);
+    let server = kv_server(&["--state-max-value-bytes", "16"]);
     let mut c = server.connect();
     c.roundtrip("KEYS", "");
     c.roundtrip("GET greeting", "(nil)");
+    c.roundtrip("SET small sixteen bytes!!!", "OK");
+    c.send_line("SET big seventeen bytes!!");
+    let reply = c.line();
+    assert!(
+        reply.starts_with("ERR ") && reply.contains("over the limit of 16"),
+        "a value over the quota: {reply:?}"
+    );
+    c.roundtrip("GET big", "(nil)");
+    c.roundtrip("KEYS", "small");
+    server.assert_no_call_failed();
 }
