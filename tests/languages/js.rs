@@ -103,11 +103,24 @@ fn router_js_replies() {
         warn.contains("WARN"),
         "rejection not logged at warn: {warn}"
     );
-    let warnings = server.log_lines_containing("rejected");
-    assert_eq!(
-        warnings.iter().filter(|l| l.contains("WARN")).count(),
-        4 + 9 + 3,
-        "one warn line per rejection:\n{}",
+    // The server's log is read from its stderr on a thread of its own, so the last lines may be
+    // read after the last reply: wait for them, then check there are no more.
+    let rejections = 4 + 9 + 3;
+    let warnings = || {
+        server
+            .log_lines_containing("rejected")
+            .into_iter()
+            .filter(|l| l.contains("WARN"))
+            .collect::<Vec<_>>()
+    };
+    let all_logged = eventually(LOG_TIMEOUT, || {
+        (warnings().len() >= rejections).then_some(())
+    });
+    let warnings = warnings();
+    assert!(
+        all_logged.is_some() && warnings.len() == rejections,
+        "one warn line per rejection ({rejections}), got {}:\n{}",
+        warnings.len(),
         warnings.join("\n")
     );
     server.assert_no_call_failed();
