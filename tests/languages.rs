@@ -39,6 +39,21 @@ mod zig;
 
 use rooms::chat_rooms;
 
+/// The workers the server handed its first `connections` connections to, from their
+/// `connection opened ... worker=N` log lines (waited for: the log is read on a thread of its own).
+fn workers_serving(server: &Server, connections: usize) -> std::collections::BTreeSet<String> {
+    let opened = || server.log_lines_containing("connection opened");
+    wait_until(
+        &format!("{connections} `connection opened` lines"),
+        LOG_TIMEOUT,
+        || opened().len() >= connections,
+    );
+    opened()
+        .iter()
+        .filter_map(|l| log_field(l, "worker"))
+        .collect()
+}
+
 /// `upper-<lang>` upper-cases, honours `prefix`, logs through the host (a debug line containing
 /// "upper-cased"), keeps the connection open, and behaves the same under every isolation mode
 /// (a core module's allocator must not leak or corrupt across calls on a reused instance).

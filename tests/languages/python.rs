@@ -24,15 +24,6 @@ fn kv_server(args: &[&str]) -> Server {
         .start()
 }
 
-/// The workers the server's connections were handed to so far (`connection opened ... worker=N`).
-fn workers_used(server: &Server) -> BTreeSet<String> {
-    server
-        .log_lines_containing("connection opened")
-        .iter()
-        .filter_map(|l| log_field(l, "worker"))
-        .collect()
-}
-
 /// Every command and reply of the protocol, with the default `--isolation message` (a fresh
 /// instance per message) and two workers: the store is the host's, so what one client writes
 /// every other client reads at once, whichever worker serves it; values keep their spaces; a
@@ -45,7 +36,7 @@ fn kv_python_commands_on_state_shared_by_every_client() {
     a.roundtrip("KEYS", "");
     b.roundtrip("GET missing", "(nil)");
     assert_eq!(
-        workers_used(&server).len(),
+        super::workers_serving(&server, 2).len(),
         2,
         "a and b on different workers"
     );
@@ -147,7 +138,11 @@ fn kv_python_incr_is_atomic_across_workers() {
     for c in &mut clients {
         c.roundtrip("GET counter", "(nil)");
     }
-    assert_eq!(workers_used(&server).len(), 2, "clients on both workers");
+    assert_eq!(
+        super::workers_serving(&server, 4).len(),
+        2,
+        "clients on both workers"
+    );
     let per_client = 100;
     let batch = "INCR counter\n".repeat(per_client);
     for c in &mut clients {

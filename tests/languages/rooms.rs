@@ -50,11 +50,7 @@ pub fn chat_rooms(lang: &str) {
     let ids = BTreeSet::from([a.id, b.id, c.id, d.id]);
     assert_eq!(ids.len(), 4, "connection ids are unique");
     // The acceptor hands each connection to the least loaded worker: both workers serve some.
-    let workers: BTreeSet<String> = server
-        .log_lines_containing("connection opened")
-        .iter()
-        .filter_map(|l| log_field(l, "worker"))
-        .collect();
+    let workers = super::workers_serving(&server, 4);
     assert_eq!(workers.len(), 2, "clients on both workers: {workers:?}");
 
     // Outside a room, lines and /who are refused; commands work.
