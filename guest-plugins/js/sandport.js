@@ -44,7 +44,7 @@ export class SandportError extends Error {
   /**
    * @param {string} kind the WIT error case: `no-such-store`, `access-denied`, `other`,
    *   `unknown-connection`, `too-many-rooms`, `bad-room-name`
-   * @param {string} reason the host's words (for `other`), else the kind in words
+   * @param {string} reason the host's words (for `other`), else what the case means
    */
   constructor(kind, reason) {
     super(reason);
@@ -54,19 +54,24 @@ export class SandportError extends Error {
   }
 }
 
+// What each error case without words of the host's means, in the words of the Rust SDK's.
+const REASONS = {
+  'no-such-store': 'no such store',
+  'access-denied': 'access to the store denied',
+  'unknown-connection': 'no open connection has this id',
+  'too-many-rooms': 'the connection is in too many rooms',
+  'bad-room-name': 'a room name must be 1 to 256 bytes',
+};
+
 /** The SandportError for an error the bindings threw (a ComponentError with a `payload`). */
 function fromThrown(e) {
   if (e === null || typeof e !== 'object' || !('payload' in e)) return e;
   const payload = e.payload;
-  if (typeof payload === 'string') {
-    // A messaging error: an enum case.
-    return new SandportError(payload, payload.replaceAll('-', ' '));
-  }
-  if (payload && payload.tag === 'other') return new SandportError('other', payload.val);
-  if (payload && typeof payload.tag === 'string') {
-    return new SandportError(payload.tag, payload.tag.replaceAll('-', ' '));
-  }
-  return e;
+  // A messaging error is an enum case (a string), a store error a variant ({ tag, val }).
+  const kind = typeof payload === 'string' ? payload : payload?.tag;
+  if (typeof kind !== 'string') return e;
+  if (kind === 'other') return new SandportError(kind, payload.val);
+  return new SandportError(kind, REASONS[kind] ?? kind);
 }
 
 /** Runs `f`, rethrowing an error of the host's as a SandportError. */

@@ -56,7 +56,8 @@ def _bytes(value: Bytes) -> bytes:
 
 class SandportError(Exception):
     """A state or messaging call the host refused. `kind` names the WIT error case, such as
-    `other` or `unknown-connection`; `reason` is the host's words (the kind when it gave none)."""
+    `other` or `unknown-connection`; `reason` is the host's words for `other`, else what the
+    case means (`no open connection has this id`)."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -78,13 +79,21 @@ def _state_error(err: Err) -> StateError:
     if isinstance(value, _store.Error_Other):
         return StateError("other", value.value)
     if isinstance(value, _store.Error_AccessDenied):
-        return StateError("access-denied", "access denied to this bucket")
-    return StateError("no-such-store", "no such bucket")
+        return StateError("access-denied", "access to the store denied")
+    return StateError("no-such-store", "no such store")
+
+
+# What each messaging error means, in the words of the Rust SDK's.
+_MESSAGING_REASONS = {
+    "unknown-connection": "no open connection has this id",
+    "too-many-rooms": "the connection is in too many rooms",
+    "bad-room-name": "a room name must be 1 to 256 bytes",
+}
 
 
 def _messaging_error(err: Err) -> MessagingError:
     kind = err.value.name.lower().replace("_", "-")
-    return MessagingError(kind, kind.replace("-", " "))
+    return MessagingError(kind, _MESSAGING_REASONS.get(kind, kind))
 
 
 def _state(call, *args):
