@@ -69,6 +69,15 @@ mod rust {
         let path = dir.copy(&crate::support::plugin("upper"), "upper-rust.wasm");
         super::upper_at("rust", &path);
     }
+
+    /// The Rust `chat` (contract 0.2) is the example in `plugins/`: the protocol of the Python
+    /// and JavaScript ones, word for word.
+    #[test]
+    fn chat_rooms() {
+        let dir = crate::support::TempDir::new("chat-rust");
+        let path = dir.copy(&crate::support::plugin("chat"), "chat-rust.wasm");
+        super::rooms::chat_rooms_at("rust", &path);
+    }
 }
 
 fn upper_at(lang: &str, path: &std::path::Path) {

@@ -1,8 +1,9 @@
 //! The `chat` protocol of contract 0.2 (names and rooms in the host's state and messaging), the
 //! same for a plugin in every language that has one: [`chat_rooms`], run for a language by
-//! `common_tests!` in its module.
+//! `common_tests!` in its module (and for Rust's `plugins/chat.wasm` by [`chat_rooms_at`]).
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::*;
@@ -34,12 +35,17 @@ impl Member {
 
 /// `chat-<lang>` under `--workers 2` (four clients, two on each worker): the welcome and its
 /// name, `/nick`, `join a room first` outside a room, `/join` with its notices to the old and the
-/// new room, lines to the room's other members only, `/who` sorted, a move between rooms, and
-/// `* NAME left ROOM` when a member disconnects. No plugin call fails.
+/// new room, lines to the room's other members only, `/who` sorted, a move between rooms, a room
+/// name the host refuses, and `* NAME left ROOM` when a member disconnects. No plugin call fails.
 pub fn chat_rooms(lang: &str) {
+    chat_rooms_at(lang, &test_plugin(&format!("chat-{lang}")));
+}
+
+/// [`chat_rooms`] for the plugin at `path`, a file named `chat-<lang>.wasm`.
+pub fn chat_rooms_at(lang: &str, path: &Path) {
     let name = format!("chat-{lang}");
     let server = Server::builder()
-        .plugin(test_plugin(&name))
+        .plugin(path)
         .args(["--workers", "2"])
         .env("RUST_LOG", "info,plugin=debug")
         .start();
@@ -114,10 +120,17 @@ pub fn chat_rooms(lang: &str) {
     c.client.expect_line(&format!("* {d_name} left garden"));
     c.client.roundtrip("/who", &c_name);
 
-    // A newcomer is a guest again, outside every room.
+    // A newcomer is a guest again, outside every room. A room name the host refuses (over 256
+    // bytes) is answered with the error's kind, and leaves it outside.
     let mut e = Member::join(&server);
     assert!(!ids.contains(&e.id), "a new connection gets a new id");
     e.client.roundtrip("hello", "join a room first");
+    let long = "r".repeat(257);
+    e.client.roundtrip(
+        &format!("/join {long}"),
+        &format!("cannot join {long}: bad-room-name"),
+    );
+    e.client.roundtrip("/who", "join a room first");
     e.client.roundtrip("/join lobby", "joined lobby");
     a.client
         .expect_line(&format!("* {} joined lobby", e.guest()));

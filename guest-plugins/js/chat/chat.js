@@ -4,11 +4,14 @@
 //   on connect          -> welcome guest<ID>       (ID: the connection id; that is the name)
 //   /nick NAME          -> you are NAME
 //   /join ROOM          -> joined ROOM; the old room's members get `* NAME left OLD`, the new
-//                          room's other members `* NAME joined ROOM`
-//   /who                -> the room's member names, sorted, separated by single spaces
+//                          room's other members `* NAME joined ROOM` (joining the room one is in
+//                          leaves and joins it again); a room the host refuses gets
+//                          `cannot join ROOM: KIND` (`bad-room-name`, `too-many-rooms`)
+//   /who                -> the room's member names, sorted in byte order, separated by spaces
 //   any other line      -> no reply; the room's other members get `NAME: line`
 //   (not in a room)     -> `join a room first`, for /who and for lines
 //   on disconnect       -> the room's other members get `* NAME left ROOM`
+// `/nick` and `/join` without an argument are ordinary lines.
 //
 // Contract sandport:plugin@0.2.0. Under the default `--isolation message` every call runs on a
 // fresh instance, so nothing is kept in memory: a connection's name and room live in the host's
@@ -23,6 +26,16 @@ const decoder = new TextDecoder(); // invalid UTF-8 becomes U+FFFD
 
 const nameKey = (conn) => `conn:${conn}:name`;
 const roomKey = (conn) => `conn:${conn}:room`;
+
+/** Compares strings by their UTF-8 bytes, as Python's and Rust's sorts do (a plain sort() compares
+ * UTF-16 code units, which differs for characters beyond U+FFFF). */
+function byteOrder(a, b) {
+  const [x, y] = [encoder.encode(a), encoder.encode(b)];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    if (x[i] !== y[i]) return x[i] - y[i];
+  }
+  return x.length - y.length;
+}
 
 function response(line) {
   return { reply: line === undefined ? undefined : encoder.encode(line), close: false };
@@ -56,7 +69,7 @@ function handle(kv, conn, line) {
     try {
       join(conn, target);
     } catch (e) {
-      if (e instanceof SandportError) return `cannot join ${target}: ${e.reason}`;
+      if (e instanceof SandportError) return `cannot join ${target}: ${e.kind}`;
       throw e;
     }
     kv.set(roomKey(conn), target);
@@ -68,8 +81,7 @@ function handle(kv, conn, line) {
 
   if (line === '/who') {
     const names = members(room).map((id) => kv.getString(nameKey(id)) ?? `guest${id}`);
-    // Sorted by UTF-16 code units, as Python's sorted() and Rust's sort() do for ASCII names.
-    return names.sort().join(' ');
+    return names.sort(byteOrder).join(' ');
   }
 
   publish(conn, room, `${name}: ${line}`);

@@ -5,11 +5,15 @@ The protocol (the same as every sandport chat example, replies and notices word 
     on connect          -> welcome guest<ID>       (ID: the connection id; that is the name)
     /nick NAME          -> you are NAME
     /join ROOM          -> joined ROOM; the old room's members get `* NAME left OLD`, the new
-                           room's other members `* NAME joined ROOM`
-    /who                -> the room's member names, sorted, separated by single spaces
+                           room's other members `* NAME joined ROOM` (joining the room one is in
+                           leaves and joins it again); a room the host refuses gets
+                           `cannot join ROOM: KIND` (`bad-room-name`, `too-many-rooms`)
+    /who                -> the room's member names, sorted in byte order, separated by spaces
     any other line      -> no reply; the room's other members get `NAME: line`
     (not in a room)     -> `join a room first`, for /who and for lines
     on disconnect       -> the room's other members get `* NAME left ROOM`
+
+`/nick` and `/join` without an argument are ordinary lines.
 
 Contract sandport:plugin@0.2.0. Under the default `--isolation message` every call runs on a
 fresh instance, so nothing is kept in memory: a connection's name and room live in the host's
@@ -63,7 +67,7 @@ def handle(kv: sandport.Bucket, conn: int, line: str) -> Optional[str]:
         try:
             sandport.join(conn, new)
         except sandport.MessagingError as e:
-            return f"cannot join {new}: {e.reason}"
+            return f"cannot join {new}: {e.kind}"
         kv.set(room_key(conn), new)
         sandport.publish(conn, new, f"* {name} joined {new}")
         return f"joined {new}"
