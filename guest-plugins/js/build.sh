@@ -41,7 +41,9 @@ node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 18 ] || fail "node $(node --version) is too old: componentize-js needs Node.js >= 18"
 
 # --- toolchain: componentize-js and its dependencies, exactly as package-lock.json says --------
-lock_sum="$(sha256sum "$here/package.json" "$here/package-lock.json" | sha256sum | cut -c1-12)"
+# Keyed on the two files' contents only (not on where the checkout is), so that every checkout
+# and worktree of the same lock file shares one install.
+lock_sum="$(cat "$here/package.json" "$here/package-lock.json" | sha256sum | cut -c1-12)"
 prefix="$tools/componentize-js-$COMPONENTIZE_JS_VERSION-$lock_sum"
 cjs="$prefix/node_modules/@bytecodealliance/componentize-js/src/cli.js"
 # The stamp is written last, so an interrupted install is redone from scratch.
