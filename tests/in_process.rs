@@ -222,9 +222,11 @@ fn shutdown_ends_within_its_timeout_plus_one_tick() {
     let result = server.stop();
     let took = t.elapsed();
     assert!(result.is_ok(), "{result:?}");
-    // One epoch tick (5 ms), plus room for thread wake-ups on a loaded machine.
+    // One epoch tick (5 ms), plus room for thread wake-ups on a loaded machine (a full parallel
+    // run on 2 shared cores once needed 131 ms more); what this pins is that the spinning call,
+    // with a 60 s budget of its own, is cut off at the shutdown deadline, not waited for.
     assert!(
-        took <= grace + Duration::from_millis(5 + 100),
+        took <= grace + Duration::from_millis(5 + 500),
         "a {grace:?} shutdown took {took:?}"
     );
     drop(idle);
