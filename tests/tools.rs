@@ -130,6 +130,21 @@ fn call_reads_the_message_from_a_file() {
     assert_eq!(r.stdout, "reply: FROM A FILE\n");
 }
 
+/// The call's connection is the only one open: a contract 0.2 plugin can reach it by id, and
+/// what it sends or asks is printed in order after the reply.
+#[test]
+fn call_shows_what_a_0_2_plugin_sends_its_own_connection() {
+    let statetest = test_plugin("statetest");
+    let r = sandport(&["call", path(&statetest), "--message", "send 1 hello"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "reply: ok\nsent: hello\n");
+    let r = sandport(&["call", path(&statetest), "--message", "close 1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("close: "), "{}", r.stdout);
+    let r = sandport(&["call", path(&statetest), "--message", "send 2 x"]);
+    assert!(r.stdout.contains("unknown-connection"), "{}", r.stdout);
+}
+
 #[test]
 fn call_reports_a_failing_hook_with_exit_1() {
     let r = sandport(&["call", path(&test_plugin("trap")), "--message", "x"]);

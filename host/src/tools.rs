@@ -3,6 +3,8 @@
 
 use std::io::Write;
 use std::sync::Arc;
+
+use crate::server::messaging::{Delivery, Inbox, Messenger};
 use std::time::Instant;
 
 use crate::config::Config;
@@ -111,22 +113,56 @@ pub fn check(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// A messenger with one worker's inbox and no event loop to wake but a private one (kept alive
+/// by the caller): `call`'s only connection is its only route.
+fn lone_messenger(
+    config: &Config,
+) -> std::io::Result<(
+    Arc<Messenger>,
+    crossbeam_channel::Receiver<Delivery>,
+    mio::Poll,
+)> {
+    let poll = mio::Poll::new()?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0))?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let messenger = Messenger::new(
+        vec![Inbox::new(tx, waker)],
+        config.max_output_bytes,
+        config.max_rooms_per_connection,
+    );
+    Ok((Arc::new(messenger), rx, poll))
+}
+
 /// `sandport call`: on-connect, on-message with `message`, on-disconnect, on one connection;
 /// replies go to stdout (one per line), the plugin's log lines to stderr. A failed hook is an
-/// error (exit 1) after on-disconnect ran.
+/// error (exit 1) after on-disconnect ran. The connection is the only one open: what a contract
+/// 0.2 plugin sends it (by id, or through a room) is printed as `sent`.
 pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
     config.validate()?;
     let plugins = Arc::new(Plugins::load(config, CutOff::default())?);
-    let mut pool = WorkerPool::new(plugins, config.isolation, None);
+    let (messenger, deliveries, _poll) = lone_messenger(config)
+        .map_err(|e| Error::Runtime(anyhow::Error::new(e).context("cannot set up messaging")))?;
+    let mut pool = WorkerPool::new(plugins, config.isolation, Some(messenger.clone()));
     let mut own = ConnInstances::default();
     let conn = Connection {
         id: 1,
         peer: "127.0.0.1:40000".into(),
         local: "127.0.0.1:7000".into(),
     };
+    messenger.register(conn.id, 0, &conn.peer, &conn.local);
     let mut out = std::io::stdout().lock();
     let mut emit = |label: &str, bytes: &[u8]| {
         let _ = writeln!(out, "{label}: {}", String::from_utf8_lossy(bytes));
+    };
+    // What plugins sent the connection, in order, after the hook that sent it.
+    let sent = |emit: &mut dyn FnMut(&str, &[u8])| {
+        while let Ok(d) = deliveries.try_recv() {
+            match d {
+                Delivery::Bytes { bytes, .. } => emit("sent", &bytes),
+                Delivery::Close { .. } => emit("close", b"a plugin closed the connection by id"),
+                Delivery::SlowConsumer { .. } => emit("close", b"slow consumer"),
+            }
+        }
     };
 
     let started = Instant::now();
@@ -134,6 +170,7 @@ pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
     for g in &greetings {
         emit("greeting", g);
     }
+    sent(&mut emit);
     let mut failure = res
         .as_ref()
         .err()
@@ -151,7 +188,10 @@ pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
             }
             Err(e) => failure = Some(format!("{}: {}", e.hook, e.cause)),
         }
+        sent(&mut emit);
     }
+    // As in the server, a closing connection has left its rooms before on-disconnect.
+    messenger.unregister(conn.id);
     for e in pool.on_disconnect(&conn, &mut own, connected) {
         failure.get_or_insert(format!("{}: {}", e.hook, e.cause));
     }
