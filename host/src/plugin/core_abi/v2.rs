@@ -1,6 +1,7 @@
 //! The imports core ABI version 2 adds (`docs/core-abi.md`): the host's state store (the
-//! `kv_*` functions) and messaging between connections, the same operations contract 0.2 gives
-//! components, with status codes for answers and caller-supplied buffers for results.
+//! `kv_*` functions, here) and messaging between connections ([`messaging`]), the same
+//! operations contract 0.2 gives components, with status codes for answers and caller-supplied
+//! buffers for results.
 //!
 //! Every call checks all its buffers first ([`super::guest`]): one out of bounds traps before
 //! anything is done. After that a call never traps: whatever the store or the messenger answers
@@ -8,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
+mod messaging;
+
 use wasmtime::{Caller, Linker};
 
-use crate::server::messaging::SendError;
 use crate::state::{Backend, Namespace, StateError, Ttl};
 
 use super::guest::{Fault, Guest, Out};
@@ -69,14 +71,6 @@ fn state_status(e: StateError) -> Status {
         StateError::NotAnInteger => Status::NotAnInteger,
         StateError::Overflow => Status::Overflow,
         StateError::InvalidTtl => Status::InvalidArgument,
-    }
-}
-
-fn send_status(e: SendError) -> Status {
-    match e {
-        SendError::UnknownConnection(_) => Status::UnknownConnection,
-        SendError::TooManyRooms(_) => Status::TooManyRooms,
-        SendError::BadRoomName => Status::BadRoomName,
     }
 }
 
@@ -157,9 +151,10 @@ fn bucket_and_key(
 /// Registers every version-2 import in `linker`.
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     link_state(linker)?;
-    link_messaging(linker)
+    messaging::link(linker)
 }
 
+/// The caller every import gets.
 type C<'a> = Caller<'a, HostState>;
 
 fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -349,114 +344,6 @@ fn encode_page(keys: &[String], cursor: Option<&str>) -> Vec<u8> {
     }
     page[..4].copy_from_slice(&(keys.len() as u32).to_le_bytes());
     page
-}
-
-fn link_messaging(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    const M: &str = "sandport";
-    fn messenger(s: &HostState) -> Result<&crate::server::messaging::Messenger, Status> {
-        s.messenger().ok_or(Status::UnknownConnection)
-    }
-    linker.func_wrap(M, "send", |mut c: C<'_>, to: i64, mp: i32, ml: i32| {
-        run(&mut c, |g, s| {
-            let message = g.bytes("message", mp, ml)?;
-            Ok(messenger(s).and_then(|m| m.send(to as u64, &message).map_err(send_status)))
-        })
-    })?;
-    linker.func_wrap(M, "close", |mut c: C<'_>, conn: i64| {
-        run(&mut c, |_, s| {
-            Ok(messenger(s).and_then(|m| m.close(conn as u64).map_err(send_status)))
-        })
-    })?;
-    linker.func_wrap(
-        M,
-        "connection_info",
-        |mut c: C<'_>, conn: i64, out: i32, cap: i32, lens_out: i32| {
-            run(&mut c, |g, s| {
-                let (out, lens) = (
-                    g.out("out", out, cap as u32 as u64)?,
-                    g.out("lens", lens_out, 8)?,
-                );
-                let Some(addresses) = s.messenger().and_then(|m| m.addresses(conn as u64)) else {
-                    return Ok(Err(Status::UnknownConnection));
-                };
-                let (peer, local) = (addresses.0.as_bytes(), addresses.1.as_bytes());
-                g.write(&lens, 0, &(peer.len() as u32).to_le_bytes())?;
-                g.write(&lens, 4, &(local.len() as u32).to_le_bytes())?;
-                if peer.len() + local.len() <= out.cap() {
-                    g.write(&out, 0, peer)?;
-                    g.write(&out, peer.len(), local)?;
-                }
-                Ok(Ok(()))
-            })
-        },
-    )?;
-    linker.func_wrap(M, "join", |mut c: C<'_>, conn: i64, rp: i32, rl: i32| {
-        run(&mut c, |g, s| {
-            let room = g.bytes("room", rp, rl)?;
-            Ok(text(room)
-                .and_then(|room| messenger(s)?.join(conn as u64, &room).map_err(send_status)))
-        })
-    })?;
-    linker.func_wrap(M, "leave", |mut c: C<'_>, conn: i64, rp: i32, rl: i32| {
-        run(&mut c, |g, s| {
-            let room = g.bytes("room", rp, rl)?;
-            Ok(text(room)
-                .and_then(|room| found(s.messenger().is_some_and(|m| m.leave(conn as u64, &room)))))
-        })
-    })?;
-    linker.func_wrap(
-        M,
-        "members",
-        |mut c: C<'_>, rp: i32, rl: i32, out: i32, cap: i32, count_out: i32| {
-            run(&mut c, |g, s| {
-                let room = g.bytes("room", rp, rl)?;
-                let (out, count_out) = (
-                    g.out("out", out, cap as u32 as u64)?,
-                    g.out("count", count_out, 4)?,
-                );
-                let room = match text(room) {
-                    Ok(room) => room,
-                    Err(status) => return Ok(Err(status)),
-                };
-                let ids = s.messenger().map_or_else(Vec::new, |m| m.members(&room));
-                let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                g.write(&count_out, 0, &count.to_le_bytes())?;
-                if ids.len().saturating_mul(8) <= out.cap() {
-                    let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
-                    g.write(&out, 0, &bytes)?;
-                }
-                Ok(Ok(()))
-            })
-        },
-    )?;
-    linker.func_wrap(
-        M,
-        "publish",
-        |mut c: C<'_>,
-         sender: i64,
-         rp: i32,
-         rl: i32,
-         mp: i32,
-         ml: i32,
-         include: i32,
-         count_out: i32| {
-            run(&mut c, |g, s| {
-                let room = g.bytes("room", rp, rl)?;
-                let message = g.bytes("message", mp, ml)?;
-                let count_out = g.out("count", count_out, 4)?;
-                let room = match text(room) {
-                    Ok(room) => room,
-                    Err(status) => return Ok(Err(status)),
-                };
-                let sent = s.messenger().map_or(0, |m| {
-                    m.publish(sender as u64, &room, &message, include != 0)
-                });
-                let sent = u32::try_from(sent).unwrap_or(u32::MAX);
-                g.write(&count_out, 0, &sent.to_le_bytes()).map(Ok)
-            })
-        },
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]
