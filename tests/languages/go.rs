@@ -175,3 +175,49 @@ fn limiter_go_rejects_a_bad_setting() {
     c.expect_closed_without_reply(Duration::from_secs(5));
     server.wait_for_log("`max` must be a whole number", Duration::from_secs(5));
 }
+
+// ---------------------------------------------------------------------------------------------
+// chat-go: the Go package's messaging and state wrappers, through a chat room
+
+#[test]
+fn chat_go_rooms_nicknames_and_private_messages() {
+    // Two workers and fresh instances for every call: everything lives in the host.
+    let server = Server::builder()
+        .plugin(test_plugin("chat-go"))
+        .args(["--workers", "2"])
+        .start();
+    let mut a = server.connect();
+    a.expect_line("welcome, 1 in the lobby");
+    let mut b = server.connect();
+    b.expect_line("welcome, 2 in the lobby");
+
+    a.roundtrip("/nick ann", "you are ann");
+    b.roundtrip("/nick ann", "nick ann is taken");
+    b.roundtrip("/nick bob", "you are bob");
+    a.roundtrip("/who", "in the lobby: ann, bob");
+    a.roundtrip("/nicks", "nicks: ann bob");
+
+    // A line goes to the others in the room, not back to its sender.
+    a.send_line("hello all");
+    b.expect_line("ann: hello all");
+    b.roundtrip("/msg ann psst", "sent");
+    a.expect_line("bob whispers: psst");
+    b.roundtrip("/msg carol hi", "no such nick: carol");
+
+    a.roundtrip("/leave", "left");
+    a.roundtrip("/leave", "not in the lobby");
+    b.roundtrip("/who", "in the lobby: bob");
+    b.send_line("anyone?");
+    a.expect_silence(Duration::from_millis(200));
+
+    // Kicking closes the connection; its nickname is freed when it disconnects.
+    b.roundtrip("/kick ann", "kicked ann");
+    a.expect_closed_without_reply(Duration::from_secs(5));
+    wait_until("ann's nickname is freed", Duration::from_secs(5), || {
+        b.send_line("/nicks");
+        b.line() == "nicks: bob"
+    });
+    let mut c = server.connect();
+    c.expect_line("welcome, 2 in the lobby");
+    c.roundtrip("/nick ann", "you are ann");
+}
