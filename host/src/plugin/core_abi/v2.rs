@@ -347,34 +347,4 @@ fn encode_page(keys: &[String], cursor: Option<&str>) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_page_lists_its_keys_then_its_cursor() {
-        let page = encode_page(&["a".into(), "bc".into()], Some("bc"));
-        assert_eq!(
-            page,
-            [
-                &2u32.to_le_bytes()[..],
-                &1u32.to_le_bytes(),
-                b"a",
-                &2u32.to_le_bytes(),
-                b"bc",
-                &2u32.to_le_bytes(),
-                b"bc"
-            ]
-            .concat()
-        );
-        let last = encode_page(&[], None);
-        assert_eq!(last, [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
-    }
-
-    #[test]
-    fn ttl_arguments() {
-        assert_eq!(ttl(0), Ok(None));
-        assert_eq!(ttl(1500), Ok(Some(Duration::from_millis(1500))));
-        assert_eq!(ttl(-1), Err(Status::InvalidArgument));
-        assert_eq!(ttl(i64::MIN), Err(Status::InvalidArgument));
-    }
-}
+mod tests;
