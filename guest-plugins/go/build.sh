@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Go plugins as plain core WebAssembly modules (the sandport core-module ABI,
-# docs/core-abi.md): `upper` -> OUT_DIR/upper-go.wasm, `limiter` -> OUT_DIR/limiter-go.wasm.
+# docs/core-abi.md): `upper` -> OUT_DIR/upper-go.wasm, `limiter` -> OUT_DIR/limiter-go.wasm,
+# `chat` -> OUT_DIR/chat-go.wasm.
 #
 # Usage (from the repository root, as `cargo xtask plugins` runs it):
 #   bash guest-plugins/go/build.sh OUT_DIR
@@ -31,7 +32,7 @@ if [ "$("$go" env GOVERSION 2>/dev/null || true)" != "go$GO_VERSION" ]; then
 fi
 say "using $("$go" version) from $venv"
 
-for plugin in upper limiter; do
+for plugin in upper limiter chat; do
     say "building $plugin -> $out/$plugin-go.wasm"
     # wasip1 + c-shared: a WASI reactor exporting `_initialize` and the //go:wasmexport
     # functions; -s -w drop the symbol table and DWARF.

@@ -26,7 +26,7 @@ fn unicode_and_long_prefix() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// limiter-go
+// limiter-go: a rate limit per client IP on the host's state (core ABI version 2)
 
 fn limiter(args: &[&str], config: &[&str]) -> Server {
     let mut builder = Server::builder()
@@ -39,9 +39,15 @@ fn limiter(args: &[&str], config: &[&str]) -> Server {
     builder.start()
 }
 
-/// Sends `message` and expects `rate limit exceeded`, then the connection closed.
-fn expect_limited(c: &mut Client, message: &str) {
-    c.send_line(message);
+/// Sends `lines` in a single write, so that they reach the plugin within a few milliseconds of
+/// each other whatever the machine is doing.
+fn send_burst(c: &mut Client, lines: &[&str]) {
+    let bytes: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    c.send(bytes.as_bytes());
+}
+
+/// Expects `rate limit exceeded`, then the connection closed.
+fn expect_limited(c: &mut Client) {
     let rest = c.read_until_closed(Duration::from_secs(5));
     assert_eq!(
         String::from_utf8_lossy(&rest),
@@ -50,90 +56,112 @@ fn expect_limited(c: &mut Client, message: &str) {
     );
 }
 
+/// Under the default `--isolation message` (a fresh instance for every message): the count lives
+/// in the host's state.
 #[test]
 fn limiter_go_echoes_under_the_default_limit_then_closes() {
-    let server = limiter(&["--isolation", "connection"], &[]);
+    let server = limiter(&[], &[]);
     let mut c = server.connect();
     // The default is 5 messages per second.
-    for i in 1..=5 {
-        c.send_line(&format!("message {i}"));
-        c.expect_line(&format!("message {i}"));
+    let lines: Vec<String> = (1..=6).map(|i| format!("message {i}")).collect();
+    send_burst(
+        &mut c,
+        &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for line in &lines[..5] {
+        c.expect_line(line);
     }
-    expect_limited(&mut c, "message 6");
+    expect_limited(&mut c);
     server.wait_for_log(
-        "more than 5 messages in 1s, closing",
+        "127.0.0.1 (conn 1): more than 5 messages in 1s, closing",
         Duration::from_secs(5),
     );
 }
 
+/// The limit is per client address: a second connection from the same IP shares the count.
 #[test]
-fn limiter_go_max_setting() {
-    let server = limiter(&["--isolation", "connection"], &["limiter-go.max=2"]);
+fn limiter_go_max_setting_counts_per_ip() {
+    let server = limiter(&[], &["limiter-go.max=2", "limiter-go.window_ms=60000"]);
     let mut c = server.connect();
     c.send_line("one");
     c.expect_line("one");
     c.send_line("two");
     c.expect_line("two");
-    expect_limited(&mut c, "three");
-    // Another connection has its own count.
+    c.send_line("three");
+    expect_limited(&mut c);
     let mut d = server.connect();
     d.send_line("again");
-    d.expect_line("again");
+    expect_limited(&mut d);
 }
 
-/// A new window starts `window_ms` after the previous one: the count starts over.
+/// Two connections from one IP, on two workers (each has its own instances): one count.
 #[test]
-fn limiter_go_window_setting() {
+fn limiter_go_counts_across_connections_and_workers() {
     let server = limiter(
-        &["--isolation", "connection"],
-        &["limiter-go.max=2", "limiter-go.window_ms=300"],
-    );
-    let window = Duration::from_millis(300);
-    let mut c = server.connect();
-    for round in 0..3 {
-        for i in 0..2 {
-            c.send_line(&format!("r{round} m{i}"));
-            c.expect_line(&format!("r{round} m{i}"));
-        }
-        // Time passing is what this test is about, so it sleeps. The window began at a message
-        // answered by now: a window later it is over (the plugin reads the same monotonic
-        // clock).
-        std::thread::sleep(window);
-    }
-    c.send_line("a");
-    c.expect_line("a");
-    c.send_line("b");
-    c.expect_line("b");
-    expect_limited(&mut c, "c");
-}
-
-/// With `--isolation worker` one instance serves every connection of its worker: the counts are
-/// kept per connection id, and a closed connection's entry is forgotten.
-#[test]
-fn limiter_go_counts_per_connection_on_a_shared_instance() {
-    let server = limiter(
-        &["--isolation", "worker", "--workers", "1"],
+        &["--workers", "2"],
         &["limiter-go.max=3", "limiter-go.window_ms=60000"],
     );
-    let mut clients: Vec<Client> = (0..4).map(|_| server.connect()).collect();
-    // 4 connections x 3 messages, interleaved: 12 messages on one instance, 3 per connection.
-    for round in 0..3 {
-        for (n, c) in clients.iter_mut().enumerate() {
-            c.send_line(&format!("c{n} r{round}"));
-            c.expect_line(&format!("c{n} r{round}"));
-        }
+    let mut a = server.connect();
+    let mut b = server.connect();
+    // The acceptor gives each new connection to the least loaded worker.
+    for worker in ["worker=0", "worker=1"] {
+        server.wait_for_log_where(LOG_TIMEOUT, worker, |l| {
+            l.contains("connection opened") && l.contains(worker)
+        });
     }
-    // Each connection's 4th message is over its own limit.
-    for (n, c) in clients.iter_mut().enumerate() {
-        expect_limited(c, &format!("c{n} over"));
-    }
-    // on_disconnect dropped every entry.
-    server.wait_for_log("0 connections tracked", Duration::from_secs(5));
-    // A new connection starts from zero.
-    let mut fresh = server.connect();
-    for i in 0..3 {
-        fresh.send_line(&format!("fresh {i}"));
-        fresh.expect_line(&format!("fresh {i}"));
+    a.send_line("a1");
+    a.expect_line("a1");
+    b.send_line("b1");
+    b.expect_line("b1");
+    a.send_line("a2");
+    a.expect_line("a2");
+    // The 4th message from 127.0.0.1 is over the limit, whichever connection sends it.
+    b.send_line("b2");
+    expect_limited(&mut b);
+    a.send_line("a3");
+    expect_limited(&mut a);
+}
+
+/// The window starts with its first message; once it is over, the count starts again.
+#[test]
+fn limiter_go_resets_after_the_window() {
+    let window = Duration::from_millis(500);
+    let server = limiter(&[], &["limiter-go.max=2", "limiter-go.window_ms=500"]);
+    let mut c = server.connect();
+    send_burst(&mut c, &["a", "b"]);
+    c.expect_line("a");
+    c.expect_line("b");
+    // Time passing is what this test is about, so it sleeps. The window began before the
+    // first reply: a window after the last reply, it is over.
+    std::thread::sleep(window);
+    send_burst(&mut c, &["c", "d", "e"]);
+    c.expect_line("c");
+    c.expect_line("d");
+    expect_limited(&mut c);
+    // A new connection from the same address, a window later, starts from zero too.
+    std::thread::sleep(window);
+    let mut d = server.connect();
+    send_burst(&mut d, &["x", "y"]);
+    d.expect_line("x");
+    d.expect_line("y");
+}
+
+/// The same behaviour whatever the instances' lifetime.
+#[test]
+fn limiter_go_in_every_isolation_mode() {
+    for isolation in ["connection", "worker"] {
+        let server = limiter(
+            &["--isolation", isolation, "--workers", "1"],
+            &["limiter-go.max=2", "limiter-go.window_ms=60000"],
+        );
+        let mut c = server.connect();
+        let mut d = server.connect();
+        c.send_line("1");
+        c.expect_line("1");
+        d.send_line("2");
+        d.expect_line("2");
+        c.send_line("3");
+        expect_limited(&mut c);
     }
 }
 
@@ -141,9 +169,55 @@ fn limiter_go_counts_per_connection_on_a_shared_instance() {
 /// closes the connection.
 #[test]
 fn limiter_go_rejects_a_bad_setting() {
-    let server = limiter(&["--isolation", "connection"], &["limiter-go.max=lots"]);
+    let server = limiter(&[], &["limiter-go.max=lots"]);
     let mut c = server.connect();
     c.send_line("hello");
     c.expect_closed_without_reply(Duration::from_secs(5));
     server.wait_for_log("`max` must be a whole number", Duration::from_secs(5));
+}
+
+// ---------------------------------------------------------------------------------------------
+// chat-go: the Go package's messaging and state wrappers, through a chat room
+
+#[test]
+fn chat_go_rooms_nicknames_and_private_messages() {
+    // Two workers and fresh instances for every call: everything lives in the host.
+    let server = Server::builder()
+        .plugin(test_plugin("chat-go"))
+        .args(["--workers", "2"])
+        .start();
+    let mut a = server.connect();
+    a.expect_line("welcome, 1 in the lobby");
+    let mut b = server.connect();
+    b.expect_line("welcome, 2 in the lobby");
+
+    a.roundtrip("/nick ann", "you are ann");
+    b.roundtrip("/nick ann", "nick ann is taken");
+    b.roundtrip("/nick bob", "you are bob");
+    a.roundtrip("/who", "in the lobby: ann, bob");
+    a.roundtrip("/nicks", "nicks: ann bob");
+
+    // A line goes to the others in the room, not back to its sender.
+    a.send_line("hello all");
+    b.expect_line("ann: hello all");
+    b.roundtrip("/msg ann psst", "sent");
+    a.expect_line("bob whispers: psst");
+    b.roundtrip("/msg carol hi", "no such nick: carol");
+
+    a.roundtrip("/leave", "left");
+    a.roundtrip("/leave", "not in the lobby");
+    b.roundtrip("/who", "in the lobby: bob");
+    b.send_line("anyone?");
+    a.expect_silence(Duration::from_millis(200));
+
+    // Kicking closes the connection; its nickname is freed when it disconnects.
+    b.roundtrip("/kick ann", "kicked ann");
+    a.expect_closed_without_reply(Duration::from_secs(5));
+    wait_until("ann's nickname is freed", Duration::from_secs(5), || {
+        b.send_line("/nicks");
+        b.line() == "nicks: bob"
+    });
+    let mut c = server.connect();
+    c.expect_line("welcome, 2 in the lobby");
+    c.roundtrip("/nick ann", "you are ann");
 }

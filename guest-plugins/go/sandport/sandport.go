@@ -12,9 +12,11 @@
 //	}
 //
 // This package exports the ABI's functions (sandport_abi_version, sandport_alloc, sandport_free
-// and the three hooks) and wraps the host's imports (Log, ConfigGet). `-buildmode=c-shared`
-// makes the module a WASI reactor: the host calls `_initialize` once (the Go runtime starts and
-// the init functions run; main is never called), then the hooks.
+// and the three hooks) and wraps the host's imports: Log and ConfigGet, and ABI version 2's
+// state store (Bucket, in state.go) and messaging (Send, Join, Publish, ..., in messaging.go).
+// It declares ABI version 2, so a plugin built with it needs a host that speaks version 2.
+// `-buildmode=c-shared` makes the module a WASI reactor: the host calls `_initialize` once (the
+// Go runtime starts and the init functions run; main is never called), then the hooks.
 package sandport
 
 import "unsafe"
@@ -172,7 +174,7 @@ func respond(r Response, err error) uint32 {
 }
 
 //go:wasmexport sandport_abi_version
-func abiVersion() int32 { return 1 }
+func abiVersion() int32 { return 2 }
 
 //go:wasmexport sandport_alloc
 func alloc(size uint32) uint32 {

@@ -60,6 +60,9 @@ impl PluginKind {
         match self {
             PluginKind::Component(_) => "component (world sandport:plugin/handler@0.1.0)",
             PluginKind::ComponentV2(_) => "component (world sandport:plugin/handler@0.2.0)",
+            PluginKind::Core(core) if core.version() == Some(2) => {
+                "core module (sandport core ABI version 2)"
+            }
             PluginKind::Core(_) => "core module (sandport core ABI version 1)",
         }
     }

@@ -59,7 +59,7 @@ impl HostState {
         Instant::now() + self.limits.left()
     }
 
-    fn messenger(&self) -> Option<&Messenger> {
+    pub(super) fn messenger(&self) -> Option<&Messenger> {
         self.services.as_ref()?.messenger.as_deref()
     }
 }

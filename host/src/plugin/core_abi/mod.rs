@@ -1,5 +1,8 @@
 //! Plain core modules through the sandport core-module ABI (`docs/core-abi.md`): the imports the
-//! host provides them, checking what they import and export, and calling their hooks.
+//! host provides them (version 1's here, version 2's state and messaging in [`v2`]), checking
+//! what they import and export, and calling their hooks.
+
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use wasmtime::format_err as anyhow;
 use wasmtime::{
@@ -13,8 +16,12 @@ use super::host_api::HostState;
 use super::instance::HookResult;
 use super::limits;
 
-/// The ABI version this host speaks (`sandport_abi_version`).
-pub const ABI_VERSION: i32 = 1;
+mod guest;
+pub mod v2;
+
+/// The ABI versions this host speaks (`sandport_abi_version`): 1, and 2, which adds the
+/// optional imports of [`v2`].
+pub const ABI_VERSIONS: [i32; 2] = [1, 2];
 
 const FLAG_REPLY: u32 = 1;
 const FLAG_CLOSE: u32 = 2;
@@ -50,6 +57,10 @@ const OPTIONAL: &[(&str, &[ValType], &[ValType])] = &[
 /// A checked, linked core module, ready to instantiate.
 pub struct CorePlugin {
     pre: InstancePre<HostState>,
+    /// The version-2 functions it imports, which a version-1 module may not.
+    v2_imports: Vec<String>,
+    /// The version its `sandport_abi_version` returned, once an instance told it (0 before).
+    version: AtomicI32,
 }
 
 /// `sandport_on_connect(conn, peer_ptr, peer_len, local_ptr, local_len) -> result`.
@@ -66,7 +77,8 @@ pub struct CoreInstance {
 }
 
 /// The linker every core module is instantiated with: WASI preview 1 (granting nothing, like
-/// the components' WASI) and the `sandport` module's `log` and `config_get`.
+/// the components' WASI), the `sandport` module's `log` and `config_get`, and version 2's
+/// state and messaging functions.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p1::add_to_linker_sync(&mut linker, HostState::p1)?;
@@ -122,6 +134,7 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     // WASI's own poll_oneoff sleeps for as long as the guest asks; this one never past the
     // call's deadline.
     limits::link_capped_poll(&mut linker)?;
+    v2::link(&mut linker)?;
     Ok(linker)
 }
 
@@ -150,16 +163,22 @@ pub(super) fn read_guest(
 
 /// Checks a core module's imports and exports against the ABI and links it.
 pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, PluginError> {
+    let mut v2_imports = Vec::new();
     for import in module.imports() {
-        let allowed = match import.module() {
-            "wasi_snapshot_preview1" => true,
-            "sandport" => matches!(import.name(), "log" | "config_get"),
+        let allowed = match (import.module(), import.name()) {
+            ("wasi_snapshot_preview1", _) => true,
+            ("sandport", "log" | "config_get") => true,
+            ("sandport", name) if v2::IMPORTS.contains(&name) => {
+                v2_imports.push(name.to_string());
+                true
+            }
             _ => false,
         };
         if !allowed {
             return Err(PluginError::RefusedImport(anyhow!(
-                "`{}::{}`: a core module may import only `sandport::log`, \
-                 `sandport::config_get` and WASI preview 1 (see docs/core-abi.md)",
+                "`{}::{}`: a core module may import only the `sandport` functions of \
+                 docs/core-abi.md (`log` and `config_get`; version 2's state and messaging \
+                 functions) and WASI preview 1",
                 import.module(),
                 import.name()
             )));
@@ -195,7 +214,11 @@ pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, P
     let pre = linker
         .instantiate_pre(module)
         .map_err(PluginError::RefusedImport)?;
-    Ok(CorePlugin { pre })
+    Ok(CorePlugin {
+        pre,
+        v2_imports,
+        version: AtomicI32::new(0),
+    })
 }
 
 fn wrong_abi(detail: &str) -> PluginError {
@@ -210,6 +233,11 @@ fn types(list: &[ValType]) -> String {
 }
 
 impl CorePlugin {
+    /// The ABI version the module declared, once an instance was made (the trial one at load).
+    pub fn version(&self) -> Option<i32> {
+        Some(self.version.load(Ordering::Relaxed)).filter(|&v| v != 0)
+    }
+
     /// Instantiates, runs `_initialize` if exported, and looks up the hooks.
     pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<CoreInstance> {
         let instance = self.pre.instantiate(&mut *store)?;
@@ -219,11 +247,21 @@ impl CorePlugin {
         let version = instance
             .get_typed_func::<(), i32>(&mut *store, "sandport_abi_version")?
             .call(&mut *store, ())?;
-        if version != ABI_VERSION {
+        if !ABI_VERSIONS.contains(&version) {
             return Err(anyhow!(
-                "the module speaks sandport core ABI version {version}; this host speaks {ABI_VERSION}"
+                "the module speaks sandport core ABI version {version}; this host speaks \
+                 versions 1 and 2"
             ));
         }
+        if version == 1 {
+            if let Some(name) = self.v2_imports.first() {
+                return Err(anyhow!(
+                    "the module declares sandport core ABI version 1 but imports `sandport::{name}`, \
+                     a version 2 function: return 2 from `sandport_abi_version`"
+                ));
+            }
+        }
+        self.version.store(version, Ordering::Relaxed);
         Ok(CoreInstance {
             memory: instance
                 .get_memory(&mut *store, "memory")
