@@ -206,7 +206,7 @@ impl Server {
 /// a thread fewer and its clients silently gone.
 fn worker_panicked(shared: &Shared, index: usize) {
     let lost = shared.per_worker[index].swap(0, Relaxed);
-    shared.stats.closed(lost, 0);
+    shared.stats.closed(lost, 0, stats::Close::WorkerPanic);
     shared.stats.thread_panicked();
     tracing::error!(
         worker = index,

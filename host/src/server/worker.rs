@@ -15,6 +15,7 @@ use super::acceptor::NewConn;
 use super::connection::{Connection, Fill, Timeouts};
 use super::handler::Handler;
 use super::messaging::{Delivery, Messenger};
+use super::stats::Close;
 use super::Shared;
 use crate::config::OnError;
 use crate::framing::Codec;
@@ -160,7 +161,7 @@ impl<H: Handler> Worker<H> {
                 if Instant::now() >= deadline {
                     let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        self.finish(key, "shutdown timeout");
+                        self.finish(key, Close::ShutdownTimeout);
                     }
                     break;
                 }
@@ -172,7 +173,7 @@ impl<H: Handler> Worker<H> {
             self.shared.per_ip.release(nc.ip);
             late += 1;
         }
-        self.forget(late, 0);
+        self.forget(late, 0, Close::NotServed);
     }
 
     /// Shutdown: read what clients already sent, answer it, then close each connection once
@@ -209,7 +210,7 @@ impl<H: Handler> Worker<H> {
             ) {
                 tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
                 self.shared.per_ip.release(ip);
-                self.forget(1, 0);
+                self.forget(1, 0, Close::NotServed);
                 continue;
             }
             tracing::info!(
@@ -238,12 +239,12 @@ impl<H: Handler> Worker<H> {
                 s.io.reply(&g);
             }
             match res {
-                Ok(true) => s.io.close_after_flush("plugin closed it"),
+                Ok(true) => s.io.close_after_flush(Close::PluginClosed),
                 Ok(false) => {}
                 Err(e) => {
                     self.shared.stats.plugin_failed(&e, id);
                     s.errors += 1;
-                    s.io.close_after_flush("on-connect failed");
+                    s.io.close_after_flush(Close::ConnectFailed);
                 }
             }
             self.drive(key);
@@ -263,7 +264,7 @@ impl<H: Handler> Worker<H> {
             let s = &mut self.sessions[key];
             if let Err(e) = s.io.flush(self.now) {
                 tracing::debug!(conn = s.info.id, "write failed: {e}");
-                return self.finish(key, "client went away");
+                return self.finish(key, Close::ClientGone);
             }
             if held_back && !s.io.over_output_cap() {
                 // The client caught up: answer what is buffered before reading more.
@@ -278,7 +279,7 @@ impl<H: Handler> Worker<H> {
                 Ok(Fill::WouldBlock) => break,
                 Err(e) => {
                     tracing::debug!(conn = s.info.id, "read failed: {e}");
-                    return self.finish(key, "client went away");
+                    return self.finish(key, Close::ClientGone);
                 }
             }
         }
@@ -288,11 +289,11 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Why a connection whose reading ended is closed once its replies are written.
-    fn end_of_reading(&self) -> &'static str {
+    fn end_of_reading(&self) -> Close {
         if self.draining.is_some() {
-            "shutdown"
+            Close::Shutdown
         } else {
-            "client closed"
+            Close::ClientClosed
         }
     }
 
@@ -308,7 +309,6 @@ impl<H: Handler> Worker<H> {
                 Ok(None) => return s.io.over_output_cap(),
                 Err(e) => {
                     tracing::warn!(conn = s.info.id, peer = %s.info.peer, "closing: {e}");
-                    self.shared.stats.oversize();
                     return false;
                 }
             };
@@ -319,14 +319,14 @@ impl<H: Handler> Worker<H> {
                         s.io.reply(&reply);
                     }
                     if out.close {
-                        s.io.close_after_flush("plugin closed it");
+                        s.io.close_after_flush(Close::PluginClosed);
                     }
                 }
                 Err(e) => {
                     self.shared.stats.plugin_failed(&e, s.info.id);
                     s.errors += 1;
                     if on_error == OnError::Close {
-                        s.io.close_after_flush("plugin error");
+                        s.io.close_after_flush(Close::PluginError);
                     }
                 }
             }
@@ -342,7 +342,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
-    fn finish(&mut self, key: usize, reason: &'static str) {
+    fn finish(&mut self, key: usize, reason: Close) {
         let mut s = self.sessions.remove(key);
         self.by_id.remove(&s.info.id);
         self.messenger.unregister(s.info.id);
@@ -361,17 +361,17 @@ impl<H: Handler> Worker<H> {
             messages = s.messages,
             errors = s.errors,
             duration_ms = s.opened.elapsed().as_millis() as u64,
-            reason,
+            reason = reason.text(),
             "connection closed"
         );
-        self.forget(1, s.messages);
+        self.forget(1, s.messages, reason);
     }
 
-    /// `n` of this worker's connections are gone: the counters stop counting them.
-    fn forget(&self, n: usize, messages: u64) {
+    /// `n` of this worker's connections are gone for `reason`: the counters stop counting them.
+    fn forget(&self, n: usize, messages: u64, reason: Close) {
         if n > 0 {
             self.shared.per_worker[self.index].fetch_sub(n, Relaxed);
-            self.shared.stats.closed(n, messages);
+            self.shared.stats.closed(n, messages, reason);
         }
     }
 }
