@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::{Store, Trap};
 
@@ -13,6 +14,7 @@ use super::instance::Instance;
 use super::limits;
 use super::registry::Plugins;
 use crate::config::Isolation;
+use crate::metrics::WorkerMetrics;
 use crate::server::messaging::Messenger;
 
 /// The instances a connection owns under `--isolation connection` (one per plugin).
@@ -114,6 +116,8 @@ pub struct WorkerPool {
     spare: Vec<Option<HostState>>,
     /// The server's connections and rooms, for contract 0.2 plugins (`None` without a server).
     messenger: Option<Arc<Messenger>>,
+    /// This worker's counters: messages, bytes, call durations and instances per stage.
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerPool {
@@ -125,12 +129,19 @@ impl WorkerPool {
         let shared = plugins.chain.iter().map(|_| None).collect();
         let spare = plugins.chain.iter().map(|_| None).collect();
         WorkerPool {
+            metrics: Arc::new(WorkerMetrics::new(plugins.chain.len())),
             plugins,
             isolation,
             shared,
             spare,
             messenger,
         }
+    }
+
+    /// Counts into `metrics` (a server worker's part of them) instead of counters of its own.
+    pub fn observed(mut self, metrics: Arc<WorkerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs `on-connect` on every plugin in order; returns the greetings to send, how many
@@ -146,6 +157,9 @@ impl WorkerPool {
             match res.map(|r| r.map(|resp| self.capped(i, "on-connect", resp))) {
                 Ok(Ok(Err(e))) => return (greetings, i, Err(e)),
                 Ok(Ok(Ok(resp))) => {
+                    if let Some(g) = &resp.reply {
+                        self.metrics.reply_out(i, g.len());
+                    }
                     greetings.extend(resp.reply);
                     if resp.close {
                         return (greetings, i + 1, Ok(true));
@@ -171,6 +185,7 @@ impl WorkerPool {
         let mut msg = Cow::Borrowed(message);
         let last = self.plugins.chain.len() - 1;
         for i in 0..=last {
+            self.metrics.message_in(i, msg.len());
             let resp = self.call(i, conn.id, own, "on-message", |inst| {
                 inst.on_message(conn, &msg)
             })?;
@@ -178,6 +193,9 @@ impl WorkerPool {
                 Ok(resp) => self.capped(i, "on-message", resp)?,
                 Err(m) => return Err(self.returned(i, "on-message", m, own)),
             };
+            if let Some(r) = &resp.reply {
+                self.metrics.reply_out(i, r.len());
+            }
             match resp {
                 Response { reply, close: true } => return Ok(Outcome { reply, close: true }),
                 Response { reply: None, .. } => return Ok(Outcome::default()),
@@ -247,9 +265,33 @@ impl WorkerPool {
         slot_of(&mut self.shared, self.isolation, i, own)
     }
 
+    /// Calls one hook of plugin `i` (see [`Self::run_hook`]) and times it, unless shutdown's
+    /// cut-off refused it before it ran.
+    fn call<R>(
+        &mut self,
+        i: usize,
+        conn: u64,
+        own: &mut ConnInstances,
+        hook: &'static str,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let started = Instant::now();
+        let res = self.run_hook(i, conn, own, hook, f);
+        if !matches!(
+            &res,
+            Err(CallError {
+                cause: Cause::CutOff,
+                ..
+            })
+        ) {
+            self.metrics.called(i, hook, started.elapsed());
+        }
+        res
+    }
+
     /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
     /// there is none), under the call's budget. A trap or timeout throws the instance away.
-    fn call<R>(
+    fn run_hook<R>(
         &mut self,
         i: usize,
         conn: u64,
@@ -265,6 +307,7 @@ impl WorkerPool {
             shared,
             spare,
             messenger,
+            metrics,
         } = self;
         let plugin = &plugins.chain[i];
         let fresh_each_call = *isolation == Isolation::Message;
@@ -290,6 +333,7 @@ impl WorkerPool {
                 start(&mut store)?;
                 let inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
+                metrics.instance_created(i);
                 *slot = Some(inst);
             }
         }

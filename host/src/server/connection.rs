@@ -312,7 +312,10 @@ mod tests {
             }
         }
         assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"thr".to_vec()]);
-        assert_eq!(conn.finished(Close::ClientClosed), Some(Close::ClientClosed));
+        assert_eq!(
+            conn.finished(Close::ClientClosed),
+            Some(Close::ClientClosed)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::stats::Close;
 use super::Shared;
 use crate::config::OnError;
 use crate::framing::Codec;
+use crate::metrics::WorkerMetrics;
 use crate::plugin::bindings::Connection as ConnInfo;
 
 pub const WAKER: Token = Token(usize::MAX);
@@ -59,9 +60,11 @@ pub struct Worker<H: Handler> {
     /// The clock, read once per event batch.
     now: Instant,
     timeouts: Timeouts,
-    /// How often connections are checked against `timeouts`, if either is on.
-    sweep_every: Option<Duration>,
+    /// How often connections are checked against `timeouts` and their buffered bytes summed.
+    sweep_every: Duration,
     next_sweep: Instant,
+    /// This worker's part of the metrics (the buffered-bytes gauge, here).
+    metrics: Arc<WorkerMetrics>,
     /// The chain's plugin names, for connection log lines.
     chain: String,
 }
@@ -81,13 +84,17 @@ impl<H: Handler> Worker<H> {
             idle: cfg.idle_timeout,
             message: cfg.message_timeout,
         };
-        // A quarter of the shortest limit: a connection is closed at most a quarter late.
+        // A quarter of the shortest limit: a connection is closed at most a quarter late; at
+        // least once a second, when the buffered-bytes gauge is summed too.
         let sweep_every = [timeouts.idle, timeouts.message]
             .into_iter()
             .flatten()
             .min()
-            .map(|d| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+            .map_or(Duration::from_secs(1), |d| {
+                (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+            });
         Worker {
+            metrics: shared.metrics.worker(index),
             index,
             poll,
             inbox,
@@ -109,7 +116,7 @@ impl<H: Handler> Worker<H> {
             draining: None,
             now: Instant::now(),
             timeouts,
-            next_sweep: Instant::now() + sweep_every.unwrap_or_default(),
+            next_sweep: Instant::now() + sweep_every,
             sweep_every,
         }
     }
@@ -117,12 +124,8 @@ impl<H: Handler> Worker<H> {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let wake_at = match (self.draining, self.sweep_every) {
-                (Some(d), _) => Some(d),
-                (None, Some(_)) => Some(self.next_sweep),
-                (None, None) => None,
-            };
-            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+            let wake_at = self.draining.unwrap_or(self.next_sweep);
+            let timeout = Some(wake_at.saturating_duration_since(Instant::now()));
             let polled = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             if let Err(e) = polled {
@@ -145,11 +148,9 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
-            if let Some(every) = self.sweep_every {
-                if self.now >= self.next_sweep {
-                    self.close_timed_out();
-                    self.next_sweep = self.now + every;
-                }
+            if self.now >= self.next_sweep {
+                self.sweep();
+                self.next_sweep = self.now + self.sweep_every;
             }
             if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
                 self.begin_drain(deadline);
@@ -167,6 +168,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        self.metrics.set_buffered(0);
         // Connections handed over after the drain began never got a handler call: just close.
         let mut late = 0;
         while let Ok(nc) = self.inbox.try_recv() {

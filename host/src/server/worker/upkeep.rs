@@ -52,14 +52,23 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Closes the connections whose message arrives too slowly or that sent nothing for too
-    /// long (`--message-timeout`, `--idle-timeout`).
-    pub(super) fn close_timed_out(&mut self) {
+    /// long (`--message-timeout`, `--idle-timeout`), and sums the bytes the others hold for the
+    /// buffered-bytes gauge.
+    pub(super) fn sweep(&mut self) {
         let (now, limits) = (Instant::now(), self.timeouts);
+        let mut buffered = 0;
         let late: Vec<(usize, Expired)> = self
             .sessions
             .iter()
-            .filter_map(|(key, s)| s.io.timed_out(now, limits).map(|why| (key, why)))
+            .filter_map(|(key, s)| {
+                let why = s.io.timed_out(now, limits);
+                if why.is_none() {
+                    buffered += s.io.buffered();
+                }
+                why.map(|why| (key, why))
+            })
             .collect();
+        self.metrics.set_buffered(buffered);
         for (key, why) in late {
             self.finish(key, why.reason());
         }
