@@ -2,6 +2,7 @@
 //! `prometheus_client`'s Prometheus text encoder (format 0.0.4), through one [`Collector`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -13,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{Metrics, Op, Ops, BUCKETS_NS, HOOKS};
+use super::{Metrics, Op, Ops, StageCounters, BUCKETS_NS, HOOKS};
 use crate::server::stats::{Close, Stats, CAUSES};
 
 /// The `Content-Type` of what [`Exporter::render`] writes.
@@ -22,6 +23,9 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// The plugin contracts this host serves (`wit/`), and the core-module ABI version.
 const CONTRACTS: &str = "0.1.0,0.2.0";
 const CORE_ABI: &str = "1";
+
+/// One counter of a stage.
+type Field = fn(&StageCounters) -> &AtomicU64;
 
 /// Reads a running server's counters and writes them as metrics; cheap to clone.
 #[derive(Debug, Clone)]
@@ -59,51 +63,48 @@ impl Exporter {
 
     fn encode_stages(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let workers = self.metrics.workers();
-        let stage_sum = |stage: usize, f: &dyn Fn(&super::StageCounters) -> u64| -> u64 {
-            workers.iter().map(|w| f(&w.stages()[stage])).sum()
-        };
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let stages: Vec<(String, &str)> = (self.stages.iter().enumerate())
             .map(|(i, name)| (i.to_string(), &**name))
             .collect();
-        let rows = |what: &dyn Fn(&super::StageCounters, bool) -> u64| {
-            let mut out = Vec::new();
+        // Stage `i`'s `field`, summed over the workers.
+        let total = |i: usize, field: Field| -> u64 {
+            workers
+                .iter()
+                .map(|w| field(&w.stages()[i]).load(Relaxed))
+                .sum()
+        };
+        let by_direction = |field_in: Field, field_out: Field| {
+            let mut rows = Vec::new();
             for (i, (stage, plugin)) in stages.iter().enumerate() {
-                for (direction, is_in) in [("in", true), ("out", false)] {
-                    let v = stage_sum(i, &|s| what(s, is_in));
-                    out.push((
-                        [
-                            ("plugin", *plugin),
-                            ("stage", stage),
-                            ("direction", direction),
-                        ],
-                        v,
-                    ));
+                for (direction, field) in [("in", field_in), ("out", field_out)] {
+                    let labels = [
+                        ("plugin", *plugin),
+                        ("stage", stage.as_str()),
+                        ("direction", direction),
+                    ];
+                    rows.push((labels, total(i, field)));
                 }
             }
-            out
+            rows
         };
-        let messages = rows(&|s, is_in| {
-            load(if is_in {
-                &s.messages_in
-            } else {
-                &s.messages_out
-            })
-        });
-        let bytes = rows(&|s, is_in| load(if is_in { &s.bytes_in } else { &s.bytes_out }));
-        family(e, "plugin_messages", "Messages handed to each stage of the chain (in) and replies it gave within --max-reply-bytes (out)", MetricType::Counter, messages)?;
+        family(
+            e,
+            "plugin_messages",
+            "Messages handed to each stage of the chain (in), and the replies it gave within \
+             --max-reply-bytes (out)",
+            MetricType::Counter,
+            by_direction(|s| &s.messages_in, |s| &s.messages_out),
+        )?;
         family(
             e,
             "plugin_bytes",
             "Bytes of those messages (in) and replies (out), before framing",
             MetricType::Counter,
-            bytes,
+            by_direction(|s| &s.bytes_in, |s| &s.bytes_out),
         )?;
         let instances = stages.iter().enumerate().map(|(i, (stage, plugin))| {
-            (
-                [("plugin", *plugin), ("stage", stage.as_str())],
-                stage_sum(i, &|s| load(&s.instances)),
-            )
+            let labels = [("plugin", *plugin), ("stage", stage.as_str())];
+            (labels, total(i, |s| &s.instances))
         });
         family(
             e,
@@ -158,7 +159,14 @@ impl Collector for Exporter {
             ("contracts", CONTRACTS),
             ("core_abi", CORE_ABI),
         ];
-        family(&mut e, "build_info", "Always 1; the labels say what this binary is: sandport's version, wasmtime's, the plugin contracts and core-module ABI it serves", MetricType::Gauge, [(build, 1)])?;
+        family(
+            &mut e,
+            "build_info",
+            "Always 1; the labels say what this binary is: sandport's version, wasmtime's, \
+             the plugin contracts and the core-module ABI it serves",
+            MetricType::Gauge,
+            [(build, 1)],
+        )?;
         single(
             &mut e,
             "connections_open",
@@ -173,7 +181,14 @@ impl Collector for Exporter {
             MetricType::Counter,
             s.accepted,
         )?;
-        single(&mut e, "connections_refused", "Connections closed as soon as they were accepted: --max-connections or --max-connections-per-ip reached", MetricType::Counter, s.refused)?;
+        single(
+            &mut e,
+            "connections_refused",
+            "Connections closed as soon as they were accepted: --max-connections or \
+             --max-connections-per-ip reached",
+            MetricType::Counter,
+            s.refused,
+        )?;
         let closed = Close::ALL.map(|c| ([("reason", c.label())], s.closed_for(c)));
         family(
             &mut e,
@@ -198,7 +213,14 @@ impl Collector for Exporter {
             s.thread_panics,
         )?;
         let buffered = self.metrics.workers().iter().map(|w| w.buffered()).sum();
-        single(&mut e, "buffered_bytes", "Bytes held for connections: input not yet handed to a plugin and replies not yet written (each worker's sum, at most a second old)", MetricType::Gauge, buffered)?;
+        single(
+            &mut e,
+            "buffered_bytes",
+            "Bytes held for connections: input not yet handed to a plugin and replies not yet \
+             written (each worker's sum, at most a second old)",
+            MetricType::Gauge,
+            buffered,
+        )?;
         self.encode_stages(&mut e)?;
         let ops = |state: bool| {
             (Op::ALL.into_iter().filter(move |op| op.is_state() == state))
