@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::{Store, Trap};
 
@@ -265,33 +264,10 @@ impl WorkerPool {
         slot_of(&mut self.shared, self.isolation, i, own)
     }
 
-    /// Calls one hook of plugin `i` (see [`Self::run_hook`]) and times it, unless shutdown's
-    /// cut-off refused it before it ran.
-    fn call<R>(
-        &mut self,
-        i: usize,
-        conn: u64,
-        own: &mut ConnInstances,
-        hook: &'static str,
-        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
-        let started = Instant::now();
-        let res = self.run_hook(i, conn, own, hook, f);
-        if !matches!(
-            &res,
-            Err(CallError {
-                cause: Cause::CutOff,
-                ..
-            })
-        ) {
-            self.metrics.called(i, hook, started.elapsed());
-        }
-        res
-    }
-
     /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
     /// there is none), under the call's budget. A trap or timeout throws the instance away.
-    fn run_hook<R>(
+    /// A call that ran (its instance made) is timed from its start, which `limits` reads once.
+    fn call<R>(
         &mut self,
         i: usize,
         conn: u64,
@@ -321,24 +297,27 @@ impl WorkerPool {
             limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::CutOff))
         };
         let slot = slot_of(shared, *isolation, i, own);
-        match slot {
-            Some(inst) => {
-                if let Err(e) = start(&mut inst.store) {
+        let started = match slot {
+            Some(inst) => match start(&mut inst.store) {
+                Ok(started) => started,
+                Err(e) => {
                     *slot = None;
                     return Err(e);
                 }
-            }
+            },
             None => {
                 let mut store = plugins.new_store(plugin, spare[i].take(), messenger.as_ref());
-                start(&mut store)?;
+                let started = start(&mut store)?;
                 let inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
                 metrics.instance_created(i);
                 *slot = Some(inst);
+                started
             }
-        }
+        };
         let inst = slot.as_mut().expect("made above");
         let res = f(inst);
+        metrics.called(i, hook, started.elapsed());
         inst.store.data_mut().flush_output();
         match res {
             Ok(r) => {
