@@ -17,6 +17,7 @@ mod isolation;
 mod languages;
 mod lifecycle;
 mod load_errors;
+mod metrics;
 mod misbehaving;
 mod oversize;
 mod resolution;

@@ -115,6 +115,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
 
+    /// Serve Prometheus metrics on this address (`/metrics`), with `/healthz` and `/readyz`
+    /// probes; off unless given (port 0 picks a free port; the log says which).
+    #[arg(long, env = "SANDPORT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Plugin to run, repeatable: each message goes through them in the order given. A bare name
     /// that is not a file here is looked up in --plugins-dir. Without any, every *.wasm in
     /// --plugins-dir runs, in name order.
@@ -210,6 +215,7 @@ impl ServeArgs {
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
             workers: self.workers.unwrap_or(defaults.workers),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,

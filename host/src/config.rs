@@ -20,6 +20,8 @@ use crate::state::Quotas;
 pub struct Config {
     /// Where to accept clients (`--listen`); port 0 lets the OS pick.
     pub listen: SocketAddr,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-listen`); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// The plugin files of the chain, in call order (`--plugin`, or the plugins folder).
     pub plugins: Vec<PathBuf>,
     /// Per-plugin settings read by the `config-get` import, keyed by plugin name (`--config`).
@@ -85,6 +87,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            metrics_listen: None,
             plugins: Vec::new(),
             plugin_config: BTreeMap::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),

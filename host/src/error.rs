@@ -31,6 +31,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The metrics endpoint (`--metrics-listen`) could not be opened.
+    #[error("cannot serve metrics on {addr} (--metrics-listen)")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+
     /// A server thread (a worker or the acceptor) panicked: the server stopped, and a worker's
     /// connections were lost.
     #[error("{0} server thread(s) panicked; the server stopped (the log says which, and why)")]
@@ -56,7 +63,11 @@ impl Error {
     /// 2 for anything the user can fix in the command line or the plugins; 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Plugin { .. } | Error::State(_) | Error::Bind { .. } => 2,
+            Error::Config(_)
+            | Error::Plugin { .. }
+            | Error::State(_)
+            | Error::Bind { .. }
+            | Error::MetricsBind { .. } => 2,
             Error::Runtime(_) | Error::ThreadPanicked(_) => 1,
         }
     }

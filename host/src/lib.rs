@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod framing;
+pub mod metrics;
 pub mod plugin;
 pub mod server;
 pub mod shutdown;

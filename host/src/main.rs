@@ -7,6 +7,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use sandport::cli::{Cli, Command, LogFormat};
+use sandport::metrics::Endpoint;
 use sandport::{error, tools, Error, Server};
 
 fn main() -> ExitCode {
@@ -51,7 +52,17 @@ fn serve(cli: Cli) -> Result<(), Error> {
     let addr = listener.local_addr().map_err(|e| {
         Error::Runtime(anyhow::Error::new(e).context("cannot read the listening address"))
     })?;
+    let endpoint = server
+        .config()
+        .metrics_listen
+        .map(Endpoint::bind)
+        .transpose()?;
     server.shutdown().on_signals()?;
+    if let Some(endpoint) = endpoint {
+        let at = endpoint.local_addr();
+        endpoint.serve(server.exporter(), server.shutdown())?;
+        tracing::info!("metrics served on http://{at}/metrics (and /healthz, /readyz)");
+    }
     let config = server.config();
     tracing::info!(
         workers = config.workers,

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Resource;
 
+use crate::metrics::Op;
 use crate::state::{self, Backend, Namespace, StateError};
 
 use super::bindings::v2::sandport::plugin::expiry;
@@ -62,6 +63,7 @@ fn no_state() -> store::Error {
 
 impl store::Host for HostState {
     fn open(&mut self, identifier: String) -> Answer<Resource<Bucket>> {
+        self.count(Op::Open);
         let services = self.services.as_ref().ok_or_else(no_state)?;
         let ns = services.namespace(&identifier).map_err(|e| match e {
             OpenRefused::NoSuchStore => store::Error::NoSuchStore,
@@ -75,22 +77,26 @@ impl store::Host for HostState {
 
 impl store::HostBucket for HostState {
     fn get(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Option<Vec<u8>>> {
+        self.count(Op::Get);
         self.in_bucket(&bucket, |s, ns, deadline| s.get(ns, &key, deadline))
     }
 
     fn set(&mut self, bucket: Resource<Bucket>, key: String, value: Vec<u8>) -> Answer<()> {
+        self.count(Op::Set);
         self.in_bucket(&bucket, |s, ns, deadline| {
             s.set(ns, &key, &value, None, deadline)
         })
     }
 
     fn delete(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<()> {
+        self.count(Op::Delete);
         self.in_bucket(&bucket, |s, ns, deadline| {
             s.delete(ns, &key, deadline).map(drop)
         })
     }
 
     fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<bool> {
+        self.count(Op::Exists);
         self.in_bucket(&bucket, |s, ns, deadline| s.exists(ns, &key, deadline))
     }
 
@@ -99,6 +105,7 @@ impl store::HostBucket for HostState {
         bucket: Resource<Bucket>,
         cursor: Option<String>,
     ) -> Answer<store::KeyResponse> {
+        self.count(Op::ListKeys);
         let page = self.in_bucket(&bucket, |s, ns, deadline| {
             s.list_keys(ns, cursor.as_deref(), deadline)
         })?;
@@ -116,12 +123,14 @@ impl store::HostBucket for HostState {
 
 impl atomics::Host for HostState {
     fn increment(&mut self, bucket: Resource<Bucket>, key: String, delta: i64) -> Answer<i64> {
+        self.count(Op::Increment);
         self.in_bucket(&bucket, |s, ns, deadline| {
             s.increment(ns, &key, delta, deadline)
         })
     }
 
     fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> Result<(), atomics::CasError> {
+        self.count(Op::Swap);
         let store_error = atomics::CasError::StoreError;
         let deadline = self.state_deadline();
         let cas = self
@@ -155,6 +164,7 @@ impl atomics::Host for HostState {
 
 impl atomics::HostCas for HostState {
     fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<Resource<Cas>> {
+        self.count(Op::Cas);
         let (ns, current) = self.in_bucket(&bucket, |s, ns, deadline| {
             Ok((ns.clone(), s.get(ns, &key, deadline)?))
         })?;
@@ -182,6 +192,7 @@ impl expiry::Host for HostState {
         value: Vec<u8>,
         ttl_ms: u64,
     ) -> Answer<()> {
+        self.count(Op::SetWithTtl);
         self.in_bucket(&bucket, |s, ns, deadline| {
             s.set(ns, &key, &value, Some(ms(ttl_ms)), deadline)
         })
@@ -193,12 +204,14 @@ impl expiry::Host for HostState {
         key: String,
         ttl_ms: Option<u64>,
     ) -> Answer<bool> {
+        self.count(Op::Expire);
         self.in_bucket(&bucket, |s, ns, deadline| {
             s.expire(ns, &key, ttl_ms.map(ms), deadline)
         })
     }
 
     fn ttl(&mut self, bucket: Resource<Bucket>, key: String) -> Answer<expiry::TimeToLive> {
+        self.count(Op::Ttl);
         let ttl = self.in_bucket(&bucket, |s, ns, deadline| s.ttl(ns, &key, deadline))?;
         Ok(match ttl {
             state::Ttl::Absent => expiry::TimeToLive::Absent,

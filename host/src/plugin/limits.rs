@@ -161,12 +161,13 @@ pub struct CutOffPassed;
 ///
 /// Past the shutdown cut-off the call is refused before any guest code runs: entering the
 /// guest would only buy it one more epoch tick, and each of the connections shutdown is
-/// closing would add its own.
+/// closing would add its own. Returns the instant the call started (its deadline's base, and
+/// the start of its duration in the metrics), read once.
 pub fn start_call(
     store: &mut Store<HostState>,
     conn: u64,
     timeout: Duration,
-) -> Result<(), CutOffPassed> {
+) -> Result<Instant, CutOffPassed> {
     let now = Instant::now();
     let state = store.data_mut();
     if state.limits.cutoff.passed(now) {
@@ -175,7 +176,7 @@ pub fn start_call(
     state.limits.deadline = now + timeout;
     state.tag_conn(conn);
     store.set_epoch_deadline(1);
-    Ok(())
+    Ok(now)
 }
 
 #[cfg(test)]

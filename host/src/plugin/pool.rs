@@ -13,6 +13,7 @@ use super::instance::Instance;
 use super::limits;
 use super::registry::Plugins;
 use crate::config::Isolation;
+use crate::metrics::WorkerMetrics;
 use crate::server::messaging::Messenger;
 
 /// The instances a connection owns under `--isolation connection` (one per plugin).
@@ -114,6 +115,8 @@ pub struct WorkerPool {
     spare: Vec<Option<HostState>>,
     /// The server's connections and rooms, for contract 0.2 plugins (`None` without a server).
     messenger: Option<Arc<Messenger>>,
+    /// This worker's counters: messages, bytes, call durations and instances per stage.
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl WorkerPool {
@@ -125,12 +128,19 @@ impl WorkerPool {
         let shared = plugins.chain.iter().map(|_| None).collect();
         let spare = plugins.chain.iter().map(|_| None).collect();
         WorkerPool {
+            metrics: Arc::new(WorkerMetrics::new(plugins.chain.len())),
             plugins,
             isolation,
             shared,
             spare,
             messenger,
         }
+    }
+
+    /// Counts into `metrics` (a server worker's part of them) instead of counters of its own.
+    pub fn observed(mut self, metrics: Arc<WorkerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs `on-connect` on every plugin in order; returns the greetings to send, how many
@@ -146,6 +156,9 @@ impl WorkerPool {
             match res.map(|r| r.map(|resp| self.capped(i, "on-connect", resp))) {
                 Ok(Ok(Err(e))) => return (greetings, i, Err(e)),
                 Ok(Ok(Ok(resp))) => {
+                    if let Some(g) = &resp.reply {
+                        self.metrics.reply_out(i, g.len());
+                    }
                     greetings.extend(resp.reply);
                     if resp.close {
                         return (greetings, i + 1, Ok(true));
@@ -171,6 +184,7 @@ impl WorkerPool {
         let mut msg = Cow::Borrowed(message);
         let last = self.plugins.chain.len() - 1;
         for i in 0..=last {
+            self.metrics.message_in(i, msg.len());
             let resp = self.call(i, conn.id, own, "on-message", |inst| {
                 inst.on_message(conn, &msg)
             })?;
@@ -178,6 +192,9 @@ impl WorkerPool {
                 Ok(resp) => self.capped(i, "on-message", resp)?,
                 Err(m) => return Err(self.returned(i, "on-message", m, own)),
             };
+            if let Some(r) = &resp.reply {
+                self.metrics.reply_out(i, r.len());
+            }
             match resp {
                 Response { reply, close: true } => return Ok(Outcome { reply, close: true }),
                 Response { reply: None, .. } => return Ok(Outcome::default()),
@@ -249,6 +266,7 @@ impl WorkerPool {
 
     /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
     /// there is none), under the call's budget. A trap or timeout throws the instance away.
+    /// A call that ran (its instance made) is timed from its start, which `limits` reads once.
     fn call<R>(
         &mut self,
         i: usize,
@@ -265,6 +283,7 @@ impl WorkerPool {
             shared,
             spare,
             messenger,
+            metrics,
         } = self;
         let plugin = &plugins.chain[i];
         let fresh_each_call = *isolation == Isolation::Message;
@@ -278,23 +297,27 @@ impl WorkerPool {
             limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::CutOff))
         };
         let slot = slot_of(shared, *isolation, i, own);
-        match slot {
-            Some(inst) => {
-                if let Err(e) = start(&mut inst.store) {
+        let started = match slot {
+            Some(inst) => match start(&mut inst.store) {
+                Ok(started) => started,
+                Err(e) => {
                     *slot = None;
                     return Err(e);
                 }
-            }
+            },
             None => {
                 let mut store = plugins.new_store(plugin, spare[i].take(), messenger.as_ref());
-                start(&mut store)?;
+                let started = start(&mut store)?;
                 let inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
+                metrics.instance_created(i);
                 *slot = Some(inst);
+                started
             }
-        }
+        };
         let inst = slot.as_mut().expect("made above");
         let res = f(inst);
+        metrics.called(i, hook, started.elapsed());
         inst.store.data_mut().flush_output();
         match res {
             Ok(r) => {

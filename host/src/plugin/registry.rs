@@ -1,6 +1,7 @@
 //! Loading plugins once at start: read, check the kind of file, compile, link against the host's
 //! imports, check the `handler` world, and try one instantiation, with a clear error for each.
 
+use crate::metrics::Ops;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub struct Plugins {
     pub state: Arc<dyn Backend>,
     /// Every namespace the operator shares (`--shared-state`).
     all_shared: Arc<BTreeSet<String>>,
+    /// The state and messaging operations plugins called, for `/metrics`.
+    pub ops: Arc<Ops>,
 }
 
 /// The two linkers of components, one per contract version.
@@ -136,6 +139,7 @@ impl Plugins {
             cutoff,
             state,
             all_shared: Arc::new(cfg.shared_state.keys().cloned().collect()),
+            ops: Arc::default(),
         };
         // Each tick makes running calls check their deadline (see `limits`); the thread ends
         // with the engine.
@@ -292,6 +296,7 @@ impl Plugins {
                 shared: plugin.shared.clone(),
                 all_shared: self.all_shared.clone(),
                 messenger: messenger.cloned(),
+                ops: self.ops.clone(),
             });
             HostState::new(
                 plugin.name.clone(),

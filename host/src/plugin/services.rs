@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::metrics::{Op, Ops};
 use crate::server::messaging::{Messenger, SendError};
 use crate::state::{Backend, Namespace};
 
@@ -27,6 +28,8 @@ pub struct Services {
     /// The server's connections and rooms; `None` where there is no server (the trial
     /// instance at load, `sandport call`): every connection is then unknown.
     pub messenger: Option<Arc<Messenger>>,
+    /// Counts every state and messaging call, for `/metrics`.
+    pub ops: Arc<Ops>,
 }
 
 impl Services {
@@ -62,6 +65,19 @@ impl HostState {
     pub(super) fn messenger(&self) -> Option<&Messenger> {
         self.services.as_ref()?.messenger.as_deref()
     }
+
+    /// The server's messenger, for a messaging import of the contract, once `op` is counted.
+    fn messenger_for(&self, op: Op) -> Option<&Messenger> {
+        self.count(op);
+        self.messenger()
+    }
+
+    /// Counts a state or messaging call.
+    pub(super) fn count(&self, op: Op) {
+        if let Some(s) = &self.services {
+            s.ops.count(op);
+        }
+    }
 }
 
 fn send_error(e: SendError) -> messaging::Error {
@@ -77,20 +93,20 @@ impl types::Host for HostState {}
 impl messaging::Host for HostState {
     fn send(&mut self, to: u64, message: Vec<u8>) -> Result<(), messaging::Error> {
         let m = self
-            .messenger()
+            .messenger_for(Op::Send)
             .ok_or(messaging::Error::UnknownConnection)?;
         m.send(to, &message).map_err(send_error)
     }
 
     fn close(&mut self, conn: u64) -> Result<(), messaging::Error> {
         let m = self
-            .messenger()
+            .messenger_for(Op::Close)
             .ok_or(messaging::Error::UnknownConnection)?;
         m.close(conn).map_err(send_error)
     }
 
     fn connection_info(&mut self, conn: u64) -> Option<types::Connection> {
-        let addresses = self.messenger()?.addresses(conn)?;
+        let addresses = self.messenger_for(Op::ConnectionInfo)?.addresses(conn)?;
         Some(types::Connection {
             id: conn,
             peer: addresses.0.clone(),
@@ -100,21 +116,23 @@ impl messaging::Host for HostState {
 
     fn join(&mut self, conn: u64, room: String) -> Result<(), messaging::Error> {
         let m = self
-            .messenger()
+            .messenger_for(Op::Join)
             .ok_or(messaging::Error::UnknownConnection)?;
         m.join(conn, &room).map_err(send_error)
     }
 
     fn leave(&mut self, conn: u64, room: String) -> bool {
-        self.messenger().is_some_and(|m| m.leave(conn, &room))
+        self.messenger_for(Op::Leave)
+            .is_some_and(|m| m.leave(conn, &room))
     }
 
     fn members(&mut self, room: String) -> Vec<u64> {
-        self.messenger().map_or_else(Vec::new, |m| m.members(&room))
+        self.messenger_for(Op::Members)
+            .map_or_else(Vec::new, |m| m.members(&room))
     }
 
     fn publish(&mut self, sender: u64, room: String, message: Vec<u8>, include: bool) -> u32 {
-        self.messenger().map_or(0, |m| {
+        self.messenger_for(Op::Publish).map_or(0, |m| {
             let sent = m.publish(sender, &room, &message, include);
             u32::try_from(sent).unwrap_or(u32::MAX)
         })

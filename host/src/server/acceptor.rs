@@ -210,7 +210,9 @@ impl Acceptor {
             // message.
             self.shared.per_worker[index].fetch_sub(1, Relaxed);
             self.shared.per_ip.release(ip);
-            self.shared.stats.closed(1, 0);
+            self.shared
+                .stats
+                .closed(1, 0, super::stats::Close::NotServed);
         }
     }
 }

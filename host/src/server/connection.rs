@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use super::stats::Close;
 use crate::framing::{Codec, FrameError};
 
 /// What one read from the socket did.
@@ -36,7 +37,7 @@ pub struct Connection {
     /// The client will send nothing more (EOF), or the host reads nothing more (shutdown).
     done_reading: bool,
     /// Set once the connection must close after its output is written; says why.
-    closing: Option<&'static str>,
+    closing: Option<Close>,
     /// When a message was last handed out or a reply last written (or the connection opened).
     last_active: Instant,
     /// When the first byte of the message still being received arrived.
@@ -53,10 +54,10 @@ pub enum Expired {
 }
 
 impl Expired {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Close {
         match self {
-            Expired::Idle => "idle timeout",
-            Expired::Message => "message timeout",
+            Expired::Idle => Close::IdleTimeout,
+            Expired::Message => Close::MessageTimeout,
         }
     }
 }
@@ -126,7 +127,7 @@ impl Connection {
             Err(e) => {
                 self.input = Vec::new();
                 self.consumed = 0;
-                self.close_after_flush("message too large");
+                self.close_after_flush(Close::Oversize);
                 return Err(e);
             }
         };
@@ -148,6 +149,11 @@ impl Connection {
         self.codec.encode(reply, &mut self.output);
     }
 
+    /// Bytes this connection holds: input not yet handed out, and output not yet written.
+    pub fn buffered(&self) -> usize {
+        self.input.len() - self.consumed + self.pending_output()
+    }
+
     /// Reply bytes queued and not yet written.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.written
@@ -160,7 +166,7 @@ impl Connection {
     }
 
     /// Closes the connection once its queued output is written; the first reason given stays.
-    pub fn close_after_flush(&mut self, reason: &'static str) {
+    pub fn close_after_flush(&mut self, reason: Close) {
         self.closing.get_or_insert(reason);
     }
 
@@ -176,7 +182,7 @@ impl Connection {
 
     /// Once everything queued is written: why the connection is over (`closing`'s reason, or
     /// `at_end` when the client or shutdown ended the reading), or `None` while it goes on.
-    pub fn finished(&self, at_end: &'static str) -> Option<&'static str> {
+    pub fn finished(&self, at_end: Close) -> Option<Close> {
         if self.written < self.output.len() {
             return None;
         }
@@ -297,7 +303,7 @@ mod tests {
             while let Some(m) = conn.next_message(Instant::now()).unwrap() {
                 got.push(m.to_vec());
             }
-            if conn.finished("client closed").is_some() {
+            if conn.finished(Close::ClientClosed).is_some() {
                 break;
             }
             let mut scratch = vec![0; 1024];
@@ -306,7 +312,10 @@ mod tests {
             }
         }
         assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"thr".to_vec()]);
-        assert_eq!(conn.finished("client closed"), Some("client closed"));
+        assert_eq!(
+            conn.finished(Close::ClientClosed),
+            Some(Close::ClientClosed)
+        );
     }
 
     #[test]
@@ -378,11 +387,11 @@ mod tests {
         assert!(conn.next_message(Instant::now()).is_err());
         assert_eq!(conn.next_message(Instant::now()).unwrap(), None);
         assert_eq!(
-            conn.finished("client closed"),
+            conn.finished(Close::ClientClosed),
             None,
             "the reply is not written yet"
         );
         conn.flush(Instant::now()).unwrap();
-        assert_eq!(conn.finished("client closed"), Some("message too large"));
+        assert_eq!(conn.finished(Close::ClientClosed), Some(Close::Oversize));
     }
 }

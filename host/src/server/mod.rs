@@ -19,6 +19,7 @@ use mio::{Poll, Waker};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::{Exporter, Metrics};
 use crate::plugin::limits::CutOff;
 use crate::plugin::{Plugins, WorkerPool};
 use crate::shutdown::Shutdown;
@@ -36,6 +37,7 @@ pub struct Server {
     plugins: Arc<Plugins>,
     shutdown: Shutdown,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 /// State every thread of a running server reads.
@@ -43,6 +45,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub plugins: Arc<Plugins>,
     pub stats: Arc<Stats>,
+    /// What the workers count beyond `stats`, one part per worker.
+    pub metrics: Arc<Metrics>,
     /// Connections open per worker, so the acceptor can pick the least loaded one.
     pub per_worker: Vec<AtomicUsize>,
     /// Connections open per client address.
@@ -58,6 +62,7 @@ impl Server {
         let plugins = Arc::new(Plugins::load(&config, cutoff.clone())?);
         Ok(Server {
             shutdown: Shutdown::new(config.shutdown_timeout, cutoff),
+            metrics: Arc::new(Metrics::new(config.workers, plugins.chain.len())),
             config,
             plugins,
             stats: Arc::default(),
@@ -72,6 +77,17 @@ impl Server {
     /// The server's counters; they go on counting while it runs.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// What `/metrics` serves: these stats and the workers' counters, read at each scrape.
+    pub fn exporter(&self) -> Exporter {
+        let stages = self.plugins.chain.iter().map(|p| p.name.clone()).collect();
+        Exporter::new(
+            self.stats.clone(),
+            self.metrics.clone(),
+            self.plugins.ops.clone(),
+            stages,
+        )
     }
 
     pub fn config(&self) -> &Config {
@@ -91,8 +107,10 @@ impl Server {
             self.run_with(listener, |_, _| NativeEcho)
         } else {
             let (plugins, isolation) = (self.plugins.clone(), self.config.isolation);
-            self.run_with(listener, move |_, messenger| {
+            let metrics = self.metrics.clone();
+            self.run_with(listener, move |index, messenger| {
                 WorkerPool::new(plugins.clone(), isolation, Some(messenger.clone()))
+                    .observed(metrics.worker(index))
             })
         }
     }
@@ -114,6 +132,7 @@ impl Server {
             config: self.config,
             plugins: self.plugins,
             stats: self.stats,
+            metrics: self.metrics,
             shutdown: shutdown.clone(),
         });
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
@@ -206,7 +225,7 @@ impl Server {
 /// a thread fewer and its clients silently gone.
 fn worker_panicked(shared: &Shared, index: usize) {
     let lost = shared.per_worker[index].swap(0, Relaxed);
-    shared.stats.closed(lost, 0);
+    shared.stats.closed(lost, 0, stats::Close::WorkerPanic);
     shared.stats.thread_panicked();
     tracing::error!(
         worker = index,

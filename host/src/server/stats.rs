@@ -1,9 +1,122 @@
 //! Process-wide counters: what was served and what failed, logged per error and at shutdown,
-//! and read as a typed [`Snapshot`] by embedders and tests.
+//! and read as a typed [`Snapshot`] by embedders, tests and the metrics endpoint.
+//!
+//! How this relates to [`crate::metrics`]: `Stats` is the one count of connections (open,
+//! accepted, refused, closed by [`Close`] reason), of failed calls by [`Cause`], and of thread
+//! panics; `/metrics` exports these as they are, never counting them a second time. What
+//! `Stats` does not count (per plugin and per stage: messages, bytes, call durations,
+//! instances; state and messaging operations; buffered bytes) lives in `metrics`, on per-worker
+//! counters. `Snapshot::messages` (counted when a connection closes, for the `stopped` line) is
+//! not exported: the live count is the first stage's `sandport_plugin_messages_total`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crate::plugin::{CallError, Cause};
+
+/// Why a connection ended: the `reason` of its `connection closed` log line and the label of
+/// `sandport_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// The client closed its side and every reply was written.
+    ClientClosed,
+    /// A read or write failed (reset, broken pipe).
+    ClientGone,
+    /// A plugin's response asked to close.
+    PluginClosed,
+    /// A call failed and `--on-error close`.
+    PluginError,
+    /// `on-connect` failed.
+    ConnectFailed,
+    /// Another connection's plugin closed it (contract 0.2 messaging).
+    ClosedByAnother,
+    /// More than `--max-output-bytes` waited for it after a delivery.
+    SlowConsumer,
+    /// `--idle-timeout`.
+    IdleTimeout,
+    /// `--message-timeout`.
+    MessageTimeout,
+    /// A message over `--max-message-bytes`.
+    Oversize,
+    /// Drained at shutdown, its replies written.
+    Shutdown,
+    /// Still open at the shutdown deadline.
+    ShutdownTimeout,
+    /// Accepted but never served: handed over as shutdown began, or not watchable.
+    NotServed,
+    /// Its worker panicked.
+    WorkerPanic,
+}
+
+impl Close {
+    pub const ALL: [Close; 14] = [
+        Close::ClientClosed,
+        Close::ClientGone,
+        Close::PluginClosed,
+        Close::PluginError,
+        Close::ConnectFailed,
+        Close::ClosedByAnother,
+        Close::SlowConsumer,
+        Close::IdleTimeout,
+        Close::MessageTimeout,
+        Close::Oversize,
+        Close::Shutdown,
+        Close::ShutdownTimeout,
+        Close::NotServed,
+        Close::WorkerPanic,
+    ];
+
+    /// The `reason` field of the `connection closed` log line.
+    pub fn text(self) -> &'static str {
+        match self {
+            Close::ClientClosed => "client closed",
+            Close::ClientGone => "client went away",
+            Close::PluginClosed => "plugin closed it",
+            Close::PluginError => "plugin error",
+            Close::ConnectFailed => "on-connect failed",
+            Close::ClosedByAnother => "closed by another connection",
+            Close::SlowConsumer => "slow consumer",
+            Close::IdleTimeout => "idle timeout",
+            Close::MessageTimeout => "message timeout",
+            Close::Oversize => "message too large",
+            Close::Shutdown => "shutdown",
+            Close::ShutdownTimeout => "shutdown timeout",
+            Close::NotServed => "not served",
+            Close::WorkerPanic => "worker panicked",
+        }
+    }
+
+    /// The metric label: the log text in snake case.
+    pub fn label(self) -> &'static str {
+        match self {
+            Close::ClientClosed => "client_closed",
+            Close::ClientGone => "client_went_away",
+            Close::PluginClosed => "plugin_closed",
+            Close::PluginError => "plugin_error",
+            Close::ConnectFailed => "on_connect_failed",
+            Close::ClosedByAnother => "closed_by_another_connection",
+            Close::SlowConsumer => "slow_consumer",
+            Close::IdleTimeout => "idle_timeout",
+            Close::MessageTimeout => "message_timeout",
+            Close::Oversize => "oversize",
+            Close::Shutdown => "shutdown",
+            Close::ShutdownTimeout => "shutdown_timeout",
+            Close::NotServed => "not_served",
+            Close::WorkerPanic => "worker_panic",
+        }
+    }
+}
+
+/// The failed-call causes counted, in [`Cause::kind`] order of the `plugin_errors` family.
+pub const CAUSES: [&str; 8] = [
+    "timeout",
+    "memory",
+    "stack",
+    "trap",
+    "err",
+    "instantiate",
+    "reply-too-large",
+    "cutoff",
+];
 
 /// Counters shared by the acceptor and the workers; relaxed atomics, off the hot path's locks.
 #[derive(Debug, Default)]
@@ -12,20 +125,11 @@ pub struct Stats {
     pub(crate) open: AtomicUsize,
     accepted: AtomicU64,
     refused: AtomicU64,
-    closed: AtomicU64,
+    /// Connections closed, by [`Close`] reason (its index in [`Close::ALL`]).
+    closed_by: [AtomicU64; Close::ALL.len()],
     messages: AtomicU64,
-    oversize: AtomicU64,
-    timeouts: AtomicU64,
-    memory: AtomicU64,
-    stack: AtomicU64,
-    traps: AtomicU64,
-    err_results: AtomicU64,
-    instantiate: AtomicU64,
-    replies_too_large: AtomicU64,
-    cut_off: AtomicU64,
-    slow_consumers: AtomicU64,
-    idle_timeouts: AtomicU64,
-    message_timeouts: AtomicU64,
+    /// Failed calls, by cause (index in [`CAUSES`]).
+    failed: [AtomicU64; CAUSES.len()],
     thread_panics: AtomicU64,
 }
 
@@ -41,6 +145,8 @@ pub struct Snapshot {
     pub refused: u64,
     /// Accepted connections that have ended, for any reason (a worker's panic included).
     pub closed: u64,
+    /// Closed connections by reason, in [`Close::ALL`] order (see [`Snapshot::closed_for`]).
+    pub closed_by: [u64; Close::ALL.len()],
     /// Messages handed to the handler, counted when their connection closes.
     pub messages: u64,
     /// Connections closed for a message over `--max-message-bytes`.
@@ -76,28 +182,52 @@ impl Snapshot {
             + self.instantiate
             + self.replies_too_large
     }
+
+    /// Connections closed for `reason`.
+    pub fn closed_for(&self, reason: Close) -> u64 {
+        self.closed_by[reason as usize]
+    }
+
+    /// Failed calls of the cause whose [`Cause::kind`] is `kind` (`cutoff` included).
+    pub fn failed_by_kind(&self, kind: &str) -> u64 {
+        let i = CAUSES.iter().position(|k| *k == kind);
+        let all = [
+            self.timeouts,
+            self.memory,
+            self.stack,
+            self.traps,
+            self.err_results,
+            self.instantiate,
+            self.replies_too_large,
+            self.cut_off,
+        ];
+        i.map_or(0, |i| all[i])
+    }
 }
 
 impl Stats {
     pub fn snapshot(&self) -> Snapshot {
+        let closed_by = self.closed_by.each_ref().map(|c| c.load(Relaxed));
+        let f = self.failed.each_ref().map(|c| c.load(Relaxed));
         Snapshot {
             open: self.open.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             refused: self.refused.load(Relaxed),
-            closed: self.closed.load(Relaxed),
+            closed: closed_by.iter().sum(),
+            closed_by,
             messages: self.messages.load(Relaxed),
-            oversize: self.oversize.load(Relaxed),
-            timeouts: self.timeouts.load(Relaxed),
-            memory: self.memory.load(Relaxed),
-            stack: self.stack.load(Relaxed),
-            traps: self.traps.load(Relaxed),
-            err_results: self.err_results.load(Relaxed),
-            instantiate: self.instantiate.load(Relaxed),
-            replies_too_large: self.replies_too_large.load(Relaxed),
-            cut_off: self.cut_off.load(Relaxed),
-            slow_consumers: self.slow_consumers.load(Relaxed),
-            idle_timeouts: self.idle_timeouts.load(Relaxed),
-            message_timeouts: self.message_timeouts.load(Relaxed),
+            oversize: closed_by[Close::Oversize as usize],
+            timeouts: f[0],
+            memory: f[1],
+            stack: f[2],
+            traps: f[3],
+            err_results: f[4],
+            instantiate: f[5],
+            replies_too_large: f[6],
+            cut_off: f[7],
+            slow_consumers: closed_by[Close::SlowConsumer as usize],
+            idle_timeouts: closed_by[Close::IdleTimeout as usize],
+            message_timeouts: closed_by[Close::MessageTimeout as usize],
             thread_panics: self.thread_panics.load(Relaxed),
         }
     }
@@ -112,31 +242,13 @@ impl Stats {
         self.refused.fetch_add(1, Relaxed);
     }
 
-    /// `n` connections ended, having handled `messages` messages between them. Counted once
-    /// per connection, not per message: a shared counter bumped by every worker on every
-    /// message would bounce its cache line between the cores.
-    pub(crate) fn closed(&self, n: usize, messages: u64) {
+    /// `n` connections ended for `reason`, having handled `messages` messages between them.
+    /// Counted once per connection, not per message: a shared counter bumped by every worker
+    /// on every message would bounce its cache line between the cores.
+    pub(crate) fn closed(&self, n: usize, messages: u64, reason: Close) {
         self.open.fetch_sub(n, Relaxed);
-        self.closed.fetch_add(n as u64, Relaxed);
+        self.closed_by[reason as usize].fetch_add(n as u64, Relaxed);
         self.messages.fetch_add(messages, Relaxed);
-    }
-
-    /// A connection was closed by `--idle-timeout` (`idle`) or `--message-timeout`.
-    pub(crate) fn timed_out(&self, idle: bool) {
-        let counter = if idle {
-            &self.idle_timeouts
-        } else {
-            &self.message_timeouts
-        };
-        counter.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn slow_consumer(&self) {
-        self.slow_consumers.fetch_add(1, Relaxed);
-    }
-
-    pub(crate) fn oversize(&self) {
-        self.oversize.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn thread_panicked(&self) {
@@ -146,26 +258,19 @@ impl Stats {
     /// Logs a failed plugin call with its cause and counts it by kind. A hook shutdown did not
     /// let start is only counted: at a shutdown timeout there is one per connection left.
     pub(crate) fn plugin_failed(&self, e: &CallError, conn: u64) {
-        let counter = match e.cause {
-            Cause::CutOff => {
-                self.cut_off.fetch_add(1, Relaxed);
-                tracing::debug!(plugin = &*e.plugin, conn, hook = e.hook, "{}", e.cause);
-                return;
-            }
-            Cause::Timeout => &self.timeouts,
-            Cause::MemoryLimit => &self.memory,
-            Cause::StackOverflow => &self.stack,
-            Cause::Trap(_) => &self.traps,
-            Cause::Returned(_) => &self.err_results,
-            Cause::Instantiate(_) => &self.instantiate,
-            Cause::ReplyTooLarge { .. } => &self.replies_too_large,
-        };
-        counter.fetch_add(1, Relaxed);
+        let kind = e.cause.kind();
+        if let Some(i) = CAUSES.iter().position(|k| *k == kind) {
+            self.failed[i].fetch_add(1, Relaxed);
+        }
+        if let Cause::CutOff = e.cause {
+            tracing::debug!(plugin = &*e.plugin, conn, hook = e.hook, "{}", e.cause);
+            return;
+        }
         tracing::warn!(
             plugin = &*e.plugin,
             conn,
             hook = e.hook,
-            kind = e.cause.kind(),
+            kind,
             "plugin call failed: {}",
             e.cause
         );
@@ -191,5 +296,31 @@ impl Stats {
             thread_panics = s.thread_panics,
             "stopped"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_and_cause_has_its_own_slot() {
+        for (i, c) in Close::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?} out of order in Close::ALL");
+        }
+        let labels: std::collections::BTreeSet<_> = Close::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(labels.len(), Close::ALL.len());
+        let causes = [
+            Cause::Timeout,
+            Cause::MemoryLimit,
+            Cause::StackOverflow,
+            Cause::Trap(String::new()),
+            Cause::Returned(String::new()),
+            Cause::Instantiate(String::new()),
+            Cause::ReplyTooLarge { size: 2, max: 1 },
+            Cause::CutOff,
+        ];
+        let kinds: Vec<_> = causes.iter().map(Cause::kind).collect();
+        assert_eq!(kinds, CAUSES, "CAUSES follows Cause::kind()");
     }
 }

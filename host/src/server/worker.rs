@@ -15,9 +15,11 @@ use super::acceptor::NewConn;
 use super::connection::{Connection, Fill, Timeouts};
 use super::handler::Handler;
 use super::messaging::{Delivery, Messenger};
+use super::stats::Close;
 use super::Shared;
 use crate::config::OnError;
 use crate::framing::Codec;
+use crate::metrics::WorkerMetrics;
 use crate::plugin::bindings::Connection as ConnInfo;
 
 pub const WAKER: Token = Token(usize::MAX);
@@ -58,9 +60,11 @@ pub struct Worker<H: Handler> {
     /// The clock, read once per event batch.
     now: Instant,
     timeouts: Timeouts,
-    /// How often connections are checked against `timeouts`, if either is on.
-    sweep_every: Option<Duration>,
+    /// How often connections are checked against `timeouts` and their buffered bytes summed.
+    sweep_every: Duration,
     next_sweep: Instant,
+    /// This worker's part of the metrics (the buffered-bytes gauge, here).
+    metrics: Arc<WorkerMetrics>,
     /// The chain's plugin names, for connection log lines.
     chain: String,
 }
@@ -80,13 +84,17 @@ impl<H: Handler> Worker<H> {
             idle: cfg.idle_timeout,
             message: cfg.message_timeout,
         };
-        // A quarter of the shortest limit: a connection is closed at most a quarter late.
+        // A quarter of the shortest limit: a connection is closed at most a quarter late; at
+        // least once a second, when the buffered-bytes gauge is summed too.
         let sweep_every = [timeouts.idle, timeouts.message]
             .into_iter()
             .flatten()
             .min()
-            .map(|d| (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+            .map_or(Duration::from_secs(1), |d| {
+                (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+            });
         Worker {
+            metrics: shared.metrics.worker(index),
             index,
             poll,
             inbox,
@@ -108,7 +116,7 @@ impl<H: Handler> Worker<H> {
             draining: None,
             now: Instant::now(),
             timeouts,
-            next_sweep: Instant::now() + sweep_every.unwrap_or_default(),
+            next_sweep: Instant::now() + sweep_every,
             sweep_every,
         }
     }
@@ -116,12 +124,8 @@ impl<H: Handler> Worker<H> {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let wake_at = match (self.draining, self.sweep_every) {
-                (Some(d), _) => Some(d),
-                (None, Some(_)) => Some(self.next_sweep),
-                (None, None) => None,
-            };
-            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+            let wake_at = self.draining.unwrap_or(self.next_sweep);
+            let timeout = Some(wake_at.saturating_duration_since(Instant::now()));
             let polled = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             if let Err(e) = polled {
@@ -144,11 +148,9 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
-            if let Some(every) = self.sweep_every {
-                if self.now >= self.next_sweep {
-                    self.close_timed_out();
-                    self.next_sweep = self.now + every;
-                }
+            if self.now >= self.next_sweep {
+                self.sweep();
+                self.next_sweep = self.now + self.sweep_every;
             }
             if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
                 self.begin_drain(deadline);
@@ -160,19 +162,20 @@ impl<H: Handler> Worker<H> {
                 if Instant::now() >= deadline {
                     let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
                     for key in keys {
-                        self.finish(key, "shutdown timeout");
+                        self.finish(key, Close::ShutdownTimeout);
                     }
                     break;
                 }
             }
         }
+        self.metrics.set_buffered(0);
         // Connections handed over after the drain began never got a handler call: just close.
         let mut late = 0;
         while let Ok(nc) = self.inbox.try_recv() {
             self.shared.per_ip.release(nc.ip);
             late += 1;
         }
-        self.forget(late, 0);
+        self.forget(late, 0, Close::NotServed);
     }
 
     /// Shutdown: read what clients already sent, answer it, then close each connection once
@@ -209,7 +212,7 @@ impl<H: Handler> Worker<H> {
             ) {
                 tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
                 self.shared.per_ip.release(ip);
-                self.forget(1, 0);
+                self.forget(1, 0, Close::NotServed);
                 continue;
             }
             tracing::info!(
@@ -238,12 +241,12 @@ impl<H: Handler> Worker<H> {
                 s.io.reply(&g);
             }
             match res {
-                Ok(true) => s.io.close_after_flush("plugin closed it"),
+                Ok(true) => s.io.close_after_flush(Close::PluginClosed),
                 Ok(false) => {}
                 Err(e) => {
                     self.shared.stats.plugin_failed(&e, id);
                     s.errors += 1;
-                    s.io.close_after_flush("on-connect failed");
+                    s.io.close_after_flush(Close::ConnectFailed);
                 }
             }
             self.drive(key);
@@ -263,7 +266,7 @@ impl<H: Handler> Worker<H> {
             let s = &mut self.sessions[key];
             if let Err(e) = s.io.flush(self.now) {
                 tracing::debug!(conn = s.info.id, "write failed: {e}");
-                return self.finish(key, "client went away");
+                return self.finish(key, Close::ClientGone);
             }
             if held_back && !s.io.over_output_cap() {
                 // The client caught up: answer what is buffered before reading more.
@@ -278,7 +281,7 @@ impl<H: Handler> Worker<H> {
                 Ok(Fill::WouldBlock) => break,
                 Err(e) => {
                     tracing::debug!(conn = s.info.id, "read failed: {e}");
-                    return self.finish(key, "client went away");
+                    return self.finish(key, Close::ClientGone);
                 }
             }
         }
@@ -288,11 +291,11 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Why a connection whose reading ended is closed once its replies are written.
-    fn end_of_reading(&self) -> &'static str {
+    fn end_of_reading(&self) -> Close {
         if self.draining.is_some() {
-            "shutdown"
+            Close::Shutdown
         } else {
-            "client closed"
+            Close::ClientClosed
         }
     }
 
@@ -308,7 +311,6 @@ impl<H: Handler> Worker<H> {
                 Ok(None) => return s.io.over_output_cap(),
                 Err(e) => {
                     tracing::warn!(conn = s.info.id, peer = %s.info.peer, "closing: {e}");
-                    self.shared.stats.oversize();
                     return false;
                 }
             };
@@ -319,14 +321,14 @@ impl<H: Handler> Worker<H> {
                         s.io.reply(&reply);
                     }
                     if out.close {
-                        s.io.close_after_flush("plugin closed it");
+                        s.io.close_after_flush(Close::PluginClosed);
                     }
                 }
                 Err(e) => {
                     self.shared.stats.plugin_failed(&e, s.info.id);
                     s.errors += 1;
                     if on_error == OnError::Close {
-                        s.io.close_after_flush("plugin error");
+                        s.io.close_after_flush(Close::PluginError);
                     }
                 }
             }
@@ -342,7 +344,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
-    fn finish(&mut self, key: usize, reason: &'static str) {
+    fn finish(&mut self, key: usize, reason: Close) {
         let mut s = self.sessions.remove(key);
         self.by_id.remove(&s.info.id);
         self.messenger.unregister(s.info.id);
@@ -361,17 +363,17 @@ impl<H: Handler> Worker<H> {
             messages = s.messages,
             errors = s.errors,
             duration_ms = s.opened.elapsed().as_millis() as u64,
-            reason,
+            reason = reason.text(),
             "connection closed"
         );
-        self.forget(1, s.messages);
+        self.forget(1, s.messages, reason);
     }
 
-    /// `n` of this worker's connections are gone: the counters stop counting them.
-    fn forget(&self, n: usize, messages: u64) {
+    /// `n` of this worker's connections are gone for `reason`: the counters stop counting them.
+    fn forget(&self, n: usize, messages: u64, reason: Close) {
         if n > 0 {
             self.shared.per_worker[self.index].fetch_sub(n, Relaxed);
-            self.shared.stats.closed(n, messages);
+            self.shared.stats.closed(n, messages, reason);
         }
     }
 }

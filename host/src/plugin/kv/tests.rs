@@ -23,6 +23,7 @@ fn plugin(state: &Arc<dyn Backend>, name: &str, grants: &[&str], all: &[&str]) -
         shared: Arc::new(grants.iter().map(|s| s.to_string()).collect()),
         all_shared: Arc::new(all.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
         messenger: None,
+        ops: Arc::default(),
     };
     let mut limits = Limits::new(1 << 20, CutOff::default());
     limits.start_for_test(std::time::Duration::from_secs(1));

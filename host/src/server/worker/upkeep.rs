@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::super::connection::Expired;
 use super::super::handler::Handler;
 use super::super::messaging::Delivery;
+use super::super::stats::Close;
 use super::Worker;
 
 impl<H: Handler> Worker<H> {
@@ -31,7 +32,7 @@ impl<H: Handler> Worker<H> {
             let io = &mut self.sessions[key].io;
             match delivery {
                 Delivery::Bytes { bytes, .. } => io.reply(&bytes),
-                Delivery::Close { .. } => io.close_after_flush("closed by another connection"),
+                Delivery::Close { .. } => io.close_after_flush(Close::ClosedByAnother),
                 Delivery::SlowConsumer { .. } => {
                     self.slow_consumer(key);
                     continue;
@@ -41,7 +42,7 @@ impl<H: Handler> Worker<H> {
             // another (this runs between two calls of the worker's handler).
             if let Err(e) = io.flush(self.now) {
                 tracing::debug!(conn = to, "write failed: {e}");
-                self.finish(key, "client went away");
+                self.finish(key, Close::ClientGone);
             } else if io.over_output_cap() {
                 self.slow_consumer(key);
             } else if let Some(reason) = io.finished(at_end) {
@@ -51,28 +52,35 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Closes the connections whose message arrives too slowly or that sent nothing for too
-    /// long (`--message-timeout`, `--idle-timeout`).
-    pub(super) fn close_timed_out(&mut self) {
+    /// long (`--message-timeout`, `--idle-timeout`), and sums the bytes the others hold for the
+    /// buffered-bytes gauge.
+    pub(super) fn sweep(&mut self) {
         let (now, limits) = (Instant::now(), self.timeouts);
+        let mut buffered = 0;
         let late: Vec<(usize, Expired)> = self
             .sessions
             .iter()
-            .filter_map(|(key, s)| s.io.timed_out(now, limits).map(|why| (key, why)))
+            .filter_map(|(key, s)| {
+                let why = s.io.timed_out(now, limits);
+                if why.is_none() {
+                    buffered += s.io.buffered();
+                }
+                why.map(|why| (key, why))
+            })
             .collect();
+        self.metrics.set_buffered(buffered);
         for (key, why) in late {
-            self.shared.stats.timed_out(why == Expired::Idle);
             self.finish(key, why.reason());
         }
     }
 
     fn slow_consumer(&mut self, key: usize) {
-        self.shared.stats.slow_consumer();
         let s = &self.sessions[key];
         tracing::warn!(
             conn = s.info.id,
             peer = %s.info.peer,
             "closing a slow consumer: more than --max-output-bytes waits for it"
         );
-        self.finish(key, "slow consumer");
+        self.finish(key, Close::SlowConsumer);
     }
 }

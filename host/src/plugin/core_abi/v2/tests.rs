@@ -47,6 +47,7 @@ fn store(engine: &Engine) -> Store<HostState> {
         shared: Arc::default(),
         all_shared: Arc::default(),
         messenger: None,
+        ops: Arc::default(),
     };
     let state = HostState::new(
         "hostile".into(),
