@@ -164,27 +164,30 @@ impl Messenger {
     pub fn send(&self, to: u64, bytes: &[u8]) -> Result<(), SendError> {
         let routes = self.routes_read();
         let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
+        // A slow consumer's loss is not the sender's error: it is closed, and the send succeeds.
         self.deliver(to, route, &Arc::from(bytes));
         Ok(())
     }
 
-    fn deliver(&self, to: u64, route: &Route, bytes: &Arc<[u8]>) {
+    /// Queues `bytes` for `to`; false when it will not get them: it is a slow consumer (found
+    /// now or before) about to be closed by its worker.
+    fn deliver(&self, to: u64, route: &Route, bytes: &Arc<[u8]>) -> bool {
         if route.slow.load(Relaxed) {
-            return;
+            return false;
         }
         let inbox = &self.inboxes[route.worker];
         let before = route.in_flight.fetch_add(bytes.len(), Relaxed);
-        let delivery = if before + bytes.len() > self.max_output * IN_FLIGHT_FACTOR {
+        if before + bytes.len() > self.max_output * IN_FLIGHT_FACTOR {
             route.in_flight.fetch_sub(bytes.len(), Relaxed);
             route.slow.store(true, Relaxed);
-            Delivery::SlowConsumer { to }
-        } else {
-            Delivery::Bytes {
-                to,
-                bytes: bytes.clone(),
-            }
-        };
-        inbox.put(delivery);
+            inbox.put(Delivery::SlowConsumer { to });
+            return false;
+        }
+        inbox.put(Delivery::Bytes {
+            to,
+            bytes: bytes.clone(),
+        });
+        true
     }
 
     /// Closes connection `to` once what is queued for it is written.
@@ -236,7 +239,7 @@ impl Messenger {
     }
 
     /// Sends `bytes` to every member of `room` (the sender `from` too only if `include_self`);
-    /// returns how many it was sent to.
+    /// returns how many it was queued for (not a slow consumer being closed).
     pub fn publish(&self, from: u64, room: &str, bytes: &[u8], include_self: bool) -> usize {
         let members = self.members(room);
         let routes = self.routes_read();
@@ -247,8 +250,7 @@ impl Messenger {
                 continue;
             }
             if let Some(route) = routes.get(&to) {
-                self.deliver(to, route, &bytes);
-                sent += 1;
+                sent += usize::from(self.deliver(to, route, &bytes));
             }
         }
         sent

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::plugin::bindings::Connection as ConnInfo;
 use crate::plugin::{CallError, Outcome};
 use crate::server::handler::{Connected, Handler};
-use crate::server::messaging::Messenger;
+use crate::server::messaging::{Inbox, Messenger, IN_FLIGHT_FACTOR};
 use crate::server::{Server, Stats};
 
 /// `/join ROOM`, `/send ID TEXT`, `/close ID`, `/flood N SIZE` (to the room); any other line
@@ -308,5 +308,40 @@ fn a_receiver_that_never_reads_is_closed_as_a_slow_consumer_and_the_sender_goes_
         reached.len() < FLOODS * 16385 / 2,
         "it was closed long before all of it was queued ({} bytes reached it)",
         reached.len()
+    );
+}
+
+/// A CI failure: a receiver marked slow stays a member until its own worker closes it, and the
+/// publishes made meanwhile (cheap, since nothing is queued for it) counted it as reached.
+#[test]
+fn a_publish_does_not_count_a_slow_consumer_it_drops() {
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let m = Messenger::new(vec![Inbox::new(tx, waker)], 16, 4);
+    m.register(1, 0, "a", "b");
+    m.register(2, 0, "a", "b");
+    m.join(1, "r").unwrap();
+    m.join(2, "r").unwrap();
+    let cap = 16 * IN_FLIGHT_FACTOR;
+    assert_eq!(
+        m.publish(2, "r", &vec![b'x'; cap], false),
+        1,
+        "fits in flight"
+    );
+    assert_eq!(
+        m.publish(2, "r", b"y", false),
+        0,
+        "over: dropped and not counted"
+    );
+    assert_eq!(
+        m.publish(2, "r", b"z", false),
+        0,
+        "still slow until its worker closes it"
+    );
+    assert_eq!(
+        m.send(1, b"w"),
+        Ok(()),
+        "a send to it is not the sender's error"
     );
 }
