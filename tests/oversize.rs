@@ -100,3 +100,38 @@ fn length_prefix_at_limit_is_accepted_one_more_is_not() {
     d.send(&65u32.to_be_bytes());
     d.expect_closed_without_reply(Duration::from_secs(3));
 }
+
+/// A core module whose reply is 60,000 bytes of its memory for a message over 5 bytes, and the
+/// message itself otherwise.
+const BIG_REPLY_CORE: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "sandport_abi_version") (result i32) (i32.const 1))
+  (func (export "sandport_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "sandport_free") (param i32 i32))
+  (func (export "sandport_on_message") (param i64 i32 i32) (result i32)
+    (local $big i32)
+    (local.set $big (i32.gt_u (local.get 2) (i32.const 5)))
+    (i32.store (i32.const 0) (i32.const 1))
+    (i32.store (i32.const 4) (select (i32.const 16) (local.get 1) (local.get $big)))
+    (i32.store (i32.const 8) (select (i32.const 60000) (local.get 2) (local.get $big)))
+    (i32.const 0)))"#;
+
+#[test]
+fn a_core_module_reply_over_max_reply_bytes_fails_its_call_only() {
+    let dir = TempDir::new("core-big-reply");
+    let path = dir.write("big.wat", BIG_REPLY_CORE.as_bytes());
+    let server = Server::builder()
+        .plugin(&path)
+        .args(["--max-reply-bytes", "1KiB"])
+        .start();
+    let mut greedy = server.connect();
+    let mut other = server.connect();
+    greedy.send_line("give me lots");
+    greedy.expect_closed_without_reply(REPLY_TIMEOUT);
+    let line = server.wait_for_log("plugin call failed", Duration::from_secs(5));
+    assert!(
+        line.contains("reply too large: 60000 bytes, over --max-reply-bytes 1024"),
+        "{line}"
+    );
+    other.roundtrip("hi", "hi");
+}

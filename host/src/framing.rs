@@ -53,8 +53,9 @@ impl Codec {
                 }
             }
             Framing::Line => {
-                // Only the first max+1 bytes can hold a newline of an acceptable line.
-                let window = &buf[..buf.len().min(self.max + 1)];
+                // Only the first max+1 bytes can hold a newline of an acceptable line (any
+                // max: the codec is public, and `usize::MAX + 1` would wrap to an empty window).
+                let window = &buf[..buf.len().min(self.max.saturating_add(1))];
                 match window.iter().position(|&b| b == b'\n') {
                     Some(end) => Ok(Some((0..end, end + 1))),
                     None if buf.len() > self.max => Err(FrameError::TooLarge {
@@ -148,6 +149,14 @@ mod tests {
             d.decode(b"abcde\n"),
             Err(FrameError::TooLarge { size: 6, max: 4 })
         );
+    }
+
+    #[test]
+    fn the_largest_max_takes_lines_without_overflowing() {
+        // The `framing` fuzz target's arbitrary max: max + 1 overflowed (a panic in debug
+        // builds, an empty window and never a line in release ones).
+        let d = Codec::new(Framing::Line, usize::MAX);
+        assert_eq!(all(&d, b"ab\ncd").unwrap(), (vec![b"ab".to_vec()], 2));
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod framing;
+/// The fuzz targets' property checks: for `fuzz/` (feature `fuzzing`) and the corpus replay
+/// tests only, not part of the API.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod plugin;
 pub mod server;

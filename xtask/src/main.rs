@@ -47,7 +47,7 @@ commands:
   run [ARGS...]  the Rust plugins only, then `cargo run --release -p sandport -- ARGS`
                  (ARGS default to `--plugin print.wasm`; runs from the repository root)
   test [ARGS...] plugins, then `cargo test --release --workspace ARGS`
-  lint           rustfmt and clippy (-D warnings) checks of both workspaces
+  lint           rustfmt and clippy (-D warnings) checks of both workspaces, rustfmt of fuzz/
   help           show this text"
 }
 
@@ -311,6 +311,15 @@ fn lint() -> Result {
         cargo()
             .args(["fmt", "--all", "--manifest-path"])
             .arg(&guests)
+            .args(["--", "--check"]),
+    )?;
+    // The fuzz targets are one line each (their checks are in the host crate, linted below);
+    // building them needs nightly and cargo-fuzz, so only their formatting is checked here.
+    step(
+        "checking formatting of the fuzz targets",
+        cargo()
+            .args(["fmt", "--all", "--manifest-path"])
+            .arg(repo_root().join("fuzz").join("Cargo.toml"))
             .args(["--", "--check"]),
     )?;
     step(

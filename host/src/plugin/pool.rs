@@ -8,6 +8,7 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{Connection, Response};
+use super::core_abi::ResultError;
 use super::host_api::HostState;
 use super::instance::Instance;
 use super::limits;
@@ -94,6 +95,13 @@ impl Cause {
     fn of(err: wasmtime::Error, store: &Store<HostState>) -> Cause {
         if store.data().limits.memory_hit() {
             return Cause::MemoryLimit;
+        }
+        // A core module's reply over the cap, refused before it was copied (`core_abi`).
+        if let Some(&ResultError::TooLarge { len, max, .. }) = err.downcast_ref::<ResultError>() {
+            return Cause::ReplyTooLarge {
+                size: len as usize,
+                max,
+            };
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Cause::Timeout,

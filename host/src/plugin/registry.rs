@@ -214,7 +214,7 @@ impl Plugins {
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
                     .collect();
-                PluginKind::Core(core_abi::load(core_linker, &module)?)
+                PluginKind::Core(core_abi::load(core_linker, &module, cfg.max_reply_bytes)?)
             }
             Kind::Component => {
                 let component = match cache {

@@ -17,15 +17,14 @@ use super::instance::HookResult;
 use super::limits;
 
 mod guest;
+mod result;
 pub mod v2;
+
+pub(crate) use result::{read_result, ResultError, FLAG_CLOSE, FLAG_ERROR, FLAG_REPLY};
 
 /// The ABI versions this host speaks (`sandport_abi_version`): 1, and 2, which adds the
 /// optional imports of [`v2`].
 pub const ABI_VERSIONS: [i32; 2] = [1, 2];
-
-const FLAG_REPLY: u32 = 1;
-const FLAG_CLOSE: u32 = 2;
-const FLAG_ERROR: u32 = 4;
 
 /// The exports the ABI requires, with their types, for checking at load.
 const REQUIRED: &[(&str, &[ValType], &[ValType])] = &[
@@ -61,6 +60,8 @@ pub struct CorePlugin {
     v2_imports: Vec<String>,
     /// The version its `sandport_abi_version` returned, once an instance told it (0 before).
     version: AtomicI32,
+    /// `--max-reply-bytes`: a larger reply is refused before it is copied out of the guest.
+    max_reply: usize,
 }
 
 /// `sandport_on_connect(conn, peer_ptr, peer_len, local_ptr, local_len) -> result`.
@@ -74,6 +75,7 @@ pub struct CoreInstance {
     on_message: TypedFunc<(i64, i32, i32), i32>,
     on_connect: Option<ConnectFn>,
     on_disconnect: Option<TypedFunc<i64, ()>>,
+    max_reply: usize,
 }
 
 /// The linker every core module is instantiated with: WASI preview 1 (granting nothing, like
@@ -162,7 +164,12 @@ pub(super) fn read_guest(
 }
 
 /// Checks a core module's imports and exports against the ABI and links it.
-pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, PluginError> {
+/// `max_reply` is `--max-reply-bytes`.
+pub fn load(
+    linker: &Linker<HostState>,
+    module: &Module,
+    max_reply: usize,
+) -> Result<CorePlugin, PluginError> {
     let mut v2_imports = Vec::new();
     for import in module.imports() {
         let allowed = match (import.module(), import.name()) {
@@ -218,6 +225,7 @@ pub fn load(linker: &Linker<HostState>, module: &Module) -> Result<CorePlugin, P
         pre,
         v2_imports,
         version: AtomicI32::new(0),
+        max_reply,
     })
 }
 
@@ -275,6 +283,7 @@ impl CorePlugin {
             on_disconnect: instance
                 .get_typed_func(&mut *store, "sandport_on_disconnect")
                 .ok(),
+            max_reply: self.max_reply,
         })
     }
 }
@@ -334,21 +343,21 @@ impl CoreInstance {
     /// Reads the 12-byte result at `at`, takes its bytes and hands them back to `sandport_free`.
     fn result(&self, store: &mut Store<HostState>, at: i32) -> HookResult {
         let data = self.memory.data(&*store);
-        let at = at as u32 as usize;
-        let raw = data
-            .get(at..at.saturating_add(12))
-            .ok_or_else(|| anyhow!("result pointer {at} is outside memory"))?;
-        let word = |i: usize| u32::from_le_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
-        let (flags, ptr, len) = (word(0), word(4) as usize, word(8) as usize);
-        let bytes = if flags & (FLAG_REPLY | FLAG_ERROR) != 0 && len > 0 {
-            data.get(ptr..ptr.saturating_add(len))
-                .ok_or_else(|| anyhow!("result bytes {ptr}+{len} are outside memory"))?
-                .to_vec()
-        } else {
-            Vec::new()
+        let record = match read_result(data, at, self.max_reply) {
+            Ok(record) => record,
+            Err(e @ ResultError::TooLarge { ptr, len, .. }) => {
+                // Never copied, but handed back all the same.
+                self.free.call(&mut *store, (ptr as i32, len as i32))?;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
         };
-        if flags & (FLAG_REPLY | FLAG_ERROR) != 0 && len > 0 {
-            self.free.call(&mut *store, (ptr as i32, len as i32))?;
+        let (flags, bytes) = (record.flags, data[record.bytes.clone()].to_vec());
+        if !record.bytes.is_empty() {
+            self.free.call(
+                &mut *store,
+                (record.bytes.start as i32, record.bytes.len() as i32),
+            )?;
         }
         if flags & FLAG_ERROR != 0 {
             return Ok(Err(String::from_utf8_lossy(&bytes).into_owned()));
