@@ -160,7 +160,7 @@ impl Backend for File {
             .map_or(0, |v| v.value());
         // Expired keys the writer has not swept yet do not count.
         let now = ops::now_ms();
-        for row in expiry.range(..(now + 1, "", "")).map_err(store)? {
+        for row in expiry.range(..(now, "", "")).map_err(store)? {
             let (k, _) = row.map_err(store)?;
             let (_, row_ns, key) = k.value();
             if row_ns == ns.as_str() {

@@ -178,7 +178,7 @@ impl Shard {
         let mut freed = 0;
         for _ in 0..max {
             match self.expiries.first() {
-                Some((at, _)) if *at <= now => {}
+                Some((at, _)) if *at < now => {}
                 _ => break,
             }
             let (_, key) = self.expiries.pop_first().expect("checked above");

@@ -20,8 +20,11 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// Whether the entry has not expired at `now`. Both are whole milliseconds, rounded down, so
+    /// a key set at 10.9 ms with a 400 ms TTL expires at 411 ms: never early (a rate limiter's
+    /// window must not end before its length), at most 1 ms late.
     pub fn live(&self, now: u64) -> bool {
-        self.expires_at.is_none_or(|at| at > now)
+        self.expires_at.is_none_or(|at| at >= now)
     }
 
     /// What the entry counts for in its namespace's quota.
@@ -180,4 +183,22 @@ fn parse_int(value: &[u8]) -> Answer<i64> {
         return Err(StateError::NotAnInteger);
     }
     text.parse().map_err(|_| StateError::NotAnInteger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rate limiter's window ended 0.3 ms early: times are whole milliseconds rounded down,
+    /// so a key set at 10.9 ms with a 400 ms TTL must still be live at 410.9 ms.
+    #[test]
+    fn a_ttl_never_ends_early() {
+        let set_at = 10; // 10.9 ms, rounded down
+        let entry = Entry {
+            value: Vec::new(),
+            expires_at: expiry(Some(Duration::from_millis(400)), set_at).unwrap(),
+        };
+        assert!(entry.live(410), "at 410.9 ms only 400 ms have passed");
+        assert!(!entry.live(411));
+    }
 }

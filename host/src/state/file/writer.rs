@@ -190,12 +190,12 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Removes up to `max` keys expired at `now`, adjusting their namespaces' usage; how many.
+    /// Removes up to `max` keys expired at `now` (see `Entry::live`), adjusting their namespaces' usage; how many.
     fn sweep(&mut self, now: u64, max: usize) -> Result<usize, redb::Error> {
         let mut expired = Vec::new();
         for row in self
             .expiry
-            .range(..(now + 1, "", ""))
+            .range(..(now, "", ""))
             .map_err(redb::Error::from)?
             .take(max)
         {
