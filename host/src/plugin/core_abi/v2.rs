@@ -7,6 +7,7 @@
 //! anything is done. After that a call never traps: whatever the store or the messenger answers
 //! is a [`Status`].
 
+use crate::metrics::Op;
 use std::time::{Duration, Instant};
 
 mod messaging;
@@ -164,6 +165,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_get",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32, out: i32, cap: i32, len_out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Get);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 let (out, len_out) = (
                     g.out("out", out, cap as u32 as u64)?,
@@ -185,6 +187,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_set",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32, vp: i32, vl: i32, ttl_ms: i64| {
             run(&mut c, |g, s| {
+                s.count(if ttl_ms > 0 { Op::SetWithTtl } else { Op::Set });
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 let value = g.bytes("value", vp, vl)?;
                 Ok((|| {
@@ -199,6 +202,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_delete",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Delete);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 Ok((|| {
                     let (b, k) = (text(b)?, text(k)?);
@@ -212,6 +216,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_exists",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Exists);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 Ok((|| {
                     let (b, k) = (text(b)?, text(k)?);
@@ -225,6 +230,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_increment",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32, delta: i64, out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Increment);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 let out = g.out("out", out, 8)?;
                 let n = (|| {
@@ -243,6 +249,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_compare_and_swap",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32, ep: i32, el: i32, np: i32, nl: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Swap);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 let expected = g.optional_bytes("expected", ep, el)?;
                 let new = g.bytes("new", np, nl)?;
@@ -265,6 +272,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_expire",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32, ttl_ms: i64| {
             run(&mut c, |g, s| {
+                s.count(Op::Expire);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 Ok((|| {
                     let (b, k, ttl) = (text(b)?, text(k)?, ttl(ttl_ms)?);
@@ -278,6 +286,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_ttl",
         |mut c: C<'_>, bp: i32, bl: i32, kp: i32, kl: i32, out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Ttl);
                 let (b, k) = bucket_and_key(g, (bp, bl), (kp, kl))?;
                 let out = g.out("out", out, 8)?;
                 let left = (|| {
@@ -300,6 +309,7 @@ fn link_state(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "kv_list_keys",
         |mut c: C<'_>, bp: i32, bl: i32, cp: i32, cl: i32, out: i32, cap: i32, len_out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::ListKeys);
                 let bucket = g.bytes("bucket", bp, bl)?;
                 let cursor = g.optional_bytes("cursor", cp, cl)?;
                 let (out, len_out) = (

@@ -1,6 +1,7 @@
 //! The messaging imports of core ABI version 2 (`send`, `close`, `connection_info`, `join`,
 //! `leave`, `members`, `publish`) on the server's [`Messenger`], with [`super`]'s conventions.
 
+use crate::metrics::Op;
 use wasmtime::Linker;
 
 use super::{found, run, text, Status, C};
@@ -25,12 +26,14 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     const M: &str = "sandport";
     linker.func_wrap(M, "send", |mut c: C<'_>, to: i64, mp: i32, ml: i32| {
         run(&mut c, |g, s| {
+            s.count(Op::Send);
             let message = g.bytes("message", mp, ml)?;
             Ok(messenger(s).and_then(|m| m.send(to as u64, &message).map_err(send_status)))
         })
     })?;
     linker.func_wrap(M, "close", |mut c: C<'_>, conn: i64| {
         run(&mut c, |_, s| {
+            s.count(Op::Close);
             Ok(messenger(s).and_then(|m| m.close(conn as u64).map_err(send_status)))
         })
     })?;
@@ -39,6 +42,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "connection_info",
         |mut c: C<'_>, conn: i64, out: i32, cap: i32, lens_out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::ConnectionInfo);
                 let (out, lens) = (
                     g.out("out", out, cap as u32 as u64)?,
                     g.out("lens", lens_out, 8)?,
@@ -59,6 +63,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker.func_wrap(M, "join", |mut c: C<'_>, conn: i64, rp: i32, rl: i32| {
         run(&mut c, |g, s| {
+            s.count(Op::Join);
             let room = g.bytes("room", rp, rl)?;
             Ok(text(room)
                 .and_then(|room| messenger(s)?.join(conn as u64, &room).map_err(send_status)))
@@ -66,6 +71,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     })?;
     linker.func_wrap(M, "leave", |mut c: C<'_>, conn: i64, rp: i32, rl: i32| {
         run(&mut c, |g, s| {
+            s.count(Op::Leave);
             let room = g.bytes("room", rp, rl)?;
             Ok(text(room)
                 .and_then(|room| found(s.messenger().is_some_and(|m| m.leave(conn as u64, &room)))))
@@ -76,6 +82,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "members",
         |mut c: C<'_>, rp: i32, rl: i32, out: i32, cap: i32, count_out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Members);
                 let room = g.bytes("room", rp, rl)?;
                 let (out, count_out) = (
                     g.out("out", out, cap as u32 as u64)?,
@@ -108,6 +115,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          include: i32,
          count_out: i32| {
             run(&mut c, |g, s| {
+                s.count(Op::Publish);
                 let room = g.bytes("room", rp, rl)?;
                 let message = g.bytes("message", mp, ml)?;
                 let count_out = g.out("count", count_out, 4)?;

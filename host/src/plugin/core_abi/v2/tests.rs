@@ -154,6 +154,17 @@ fn every_import_answers_a_status_or_traps_on_hostile_arguments() {
             }
         }
         eprintln!("{name}: {answered} answered, {trapped} trapped");
+        let ops = &store
+            .data()
+            .services
+            .as_ref()
+            .expect("made with services")
+            .ops;
+        let counted: u64 = crate::metrics::Op::ALL.iter().map(|&op| ops.get(op)).sum();
+        assert_eq!(
+            counted, 5000,
+            "{name}: every call is counted once, by operation"
+        );
         if *name == "close" {
             assert_eq!(trapped, 0, "close has no buffer to get wrong");
         } else {
