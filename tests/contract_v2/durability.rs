@@ -84,3 +84,34 @@ fn the_memory_backend_starts_empty_on_every_start() {
     let mut c = server.connect();
     c.roundtrip("get k", "-");
 }
+
+/// A `--state` the host cannot use stops it at start with exit 2 and why, before any client:
+/// an unknown backend, a file that is not a state database, a database another server holds.
+#[test]
+fn a_state_store_that_cannot_be_opened_stops_the_start_with_the_reason() {
+    let dir = TempDir::new("bad-state");
+    let not_db = dir.write("notes.txt", b"this is not a redb database, just text\n");
+    let held = dir.path().join("held.redb");
+    let statetest = test_plugin("statetest");
+    let refused = |state: &str, want: &str| {
+        let (code, stderr) = run_expect_failure([
+            "--plugin".as_ref(),
+            statetest.as_os_str(),
+            "--state".as_ref(),
+            state.as_ref(),
+        ]);
+        assert_eq!(code, 2, "--state {state}: {stderr}");
+        assert!(stderr.contains("cannot open the state store"), "{stderr}");
+        assert!(stderr.contains(want), "--state {state}: {stderr}");
+    };
+    refused("redis://127.0.0.1:6379", "expected `memory` or `file:PATH`");
+    refused(
+        &format!("file:{}", not_db.display()),
+        "cannot be opened as a state database",
+    );
+    let _holder = file_server(&held);
+    refused(
+        &format!("file:{}", held.display()),
+        "in use by another process",
+    );
+}
