@@ -6,6 +6,7 @@
 mod support;
 
 mod backpressure;
+mod budget;
 mod chains;
 mod config;
 mod contract_v2;

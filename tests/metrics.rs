@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::support::*;
 
 /// A server running `plugins` (tests' or examples' paths) with metrics on a free port.
-fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, SocketAddr) {
+pub(crate) fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, SocketAddr) {
     let mut b = Server::builder().args(["--metrics-listen", "127.0.0.1:0"]);
     for p in plugins {
         b = b.plugin(p);
@@ -54,7 +54,7 @@ fn status(addr: SocketAddr, path: &str) -> u16 {
 }
 
 /// The body of `GET /metrics`, which must answer 200 in the Prometheus text format.
-fn scrape(addr: SocketAddr) -> String {
+pub(crate) fn scrape(addr: SocketAddr) -> String {
     let (code, head, body) = request(addr, "GET", "/metrics");
     assert_eq!(code, 200, "{head}\n{body}");
     assert!(
@@ -65,7 +65,7 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the sample `name` whose labels include every `labels` pair.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, v) = l.rsplit_once(' ')?;
         let (n, ls) = series.split_once('{').unwrap_or((series, ""));
@@ -77,7 +77,12 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// Scrapes until the sample is `want`; panics with the last scrape after five seconds.
-fn wait_value(addr: SocketAddr, name: &str, labels: &[(&str, &str)], want: f64) -> String {
+pub(crate) fn wait_value(
+    addr: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+) -> String {
     let mut last = String::new();
     let found = eventually(Duration::from_secs(5), || {
         last = scrape(addr);

@@ -168,6 +168,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_MAX_REPLY_BYTES", default_value = "1MiB")]
     pub max_reply_bytes: ByteSize,
 
+    /// Bytes all connections may hold together (input not yet handled, replies not yet
+    /// written); past it the largest holders stop reading, past twice it they are closed.
+    #[arg(long, env = "SANDPORT_MAX_BUFFERED_BYTES", default_value = "256MiB")]
+    pub max_buffered_bytes: ByteSize,
+
     /// What a failed plugin call does: close the connection, or drop the message and go on.
     #[arg(long, env = "SANDPORT_ON_ERROR", value_enum, default_value_t = OnError::Close)]
     pub on_error: OnError,
@@ -181,6 +186,11 @@ pub struct ServeArgs {
     /// (slow senders, slowloris); `off` to wait for ever.
     #[arg(long, env = "SANDPORT_MESSAGE_TIMEOUT", default_value = "60s")]
     pub message_timeout: Timeout,
+
+    /// Close a connection whose client takes none of its waiting replies for this long
+    /// (clients that never read); `off` to wait for ever.
+    #[arg(long, env = "SANDPORT_WRITE_TIMEOUT", default_value = "60s")]
+    pub write_timeout: Timeout,
 
     /// On SIGINT/SIGTERM, how long to wait for in-flight messages and unsent replies.
     #[arg(long, env = "SANDPORT_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
@@ -224,10 +234,12 @@ impl ServeArgs {
             max_message_bytes: size(self.max_message_bytes),
             max_output_bytes: size(self.max_output_bytes),
             max_reply_bytes: size(self.max_reply_bytes),
+            max_buffered_bytes: size(self.max_buffered_bytes),
             on_error: self.on_error,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             idle_timeout: self.idle_timeout.0,
             message_timeout: self.message_timeout.0,
+            write_timeout: self.write_timeout.0,
             native_echo: self.bench_native_echo,
             max_rooms_per_connection: self.max_rooms_per_connection,
             ..self.load.into_config(plugins)

@@ -42,6 +42,9 @@ pub struct Config {
     pub max_output_bytes: usize,
     /// Largest reply a plugin may give; a larger one is a failed call, never buffered.
     pub max_reply_bytes: usize,
+    /// Bytes all connections may hold together (input not handed out, output not written)
+    /// before the largest holders stop reading; twice it, they are closed.
+    pub max_buffered_bytes: usize,
     /// Wall-clock budget of one plugin call (`--timeout-ms`).
     pub timeout: Duration,
     /// Linear memory an instance may grow to.
@@ -56,6 +59,9 @@ pub struct Config {
     /// A message must arrive whole within this long of its first byte (`--message-timeout`,
     /// against slowloris clients); `None` waits for ever.
     pub message_timeout: Option<Duration>,
+    /// A connection whose client takes none of its waiting output for this long is closed
+    /// (`--write-timeout`, nginx's `send_timeout`); `None` waits for ever.
+    pub write_timeout: Option<Duration>,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
     /// The host state store of contract 0.2 plugins: `memory` or `file:PATH` (`--state`).
@@ -98,12 +104,14 @@ impl Default for Config {
             max_message_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_reply_bytes: 1 << 20,
+            max_buffered_bytes: 256 << 20,
             timeout: Duration::from_secs(1),
             memory_limit: 128 << 20,
             on_error: OnError::Close,
             shutdown_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(300)),
             message_timeout: Some(Duration::from_secs(60)),
+            write_timeout: Some(Duration::from_secs(60)),
             cache_dir: crate::plugin::cache::default_dir(),
             state: "memory".to_string(),
             state_quotas: Quotas::default(),
@@ -130,6 +138,7 @@ impl Config {
         for (flag, d) in [
             ("--idle-timeout", self.idle_timeout),
             ("--message-timeout", self.message_timeout),
+            ("--write-timeout", self.write_timeout),
         ] {
             if d.is_some_and(|d| d < Duration::from_millis(1)) {
                 return Err(Error::config(format!(
@@ -154,6 +163,12 @@ impl Config {
             self.max_reply_bytes,
             1,
             MAX_MESSAGE_LIMIT,
+        )?;
+        in_range(
+            "--max-buffered-bytes",
+            self.max_buffered_bytes,
+            1,
+            usize::MAX / 4,
         )?;
         in_range(
             "--memory-limit",

@@ -1,5 +1,6 @@
 //! `membomb` (test plugin): `bomb` allocates and fills memory, 1 MiB at a time, until the
-//! host's memory cap stops it; anything else is echoed.
+//! host's memory cap stops it; `reply N` answers N bytes (a small message asking a large reply,
+//! what a client that never reads uses against the host's buffers); anything else is echoed.
 
 use std::hint::black_box;
 
@@ -16,6 +17,13 @@ impl Guest for Membomb {
     }
 
     fn on_message(_conn: Connection, message: Vec<u8>) -> Result<Response, String> {
+        if let Some(n) = message.strip_prefix(b"reply ") {
+            let n: usize = std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or("reply N: N is a byte count")?;
+            return Ok(Response { reply: Some(vec![b'r'; n]), close: false });
+        }
         if message != b"bomb" {
             return Ok(Response { reply: Some(message), close: false });
         }

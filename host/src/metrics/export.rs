@@ -221,6 +221,15 @@ impl Collector for Exporter {
             MetricType::Gauge,
             buffered,
         )?;
+        let pauses = self.metrics.workers().iter().map(|w| w.pauses()).sum();
+        single(
+            &mut e,
+            "budget_pauses",
+            "Times a connection stopped reading because the buffered bytes were over \
+             --max-buffered-bytes and it held more than its share",
+            MetricType::Counter,
+            pauses,
+        )?;
         self.encode_stages(&mut e)?;
         let ops = |state: bool| {
             (Op::ALL.into_iter().filter(move |op| op.is_state() == state))

@@ -98,6 +98,8 @@ pub struct WorkerMetrics {
     stages: Vec<StageCounters>,
     /// Bytes its connections hold (input not handed out, output not written), as last summed.
     buffered: AtomicU64,
+    /// Connections it paused for `--max-buffered-bytes`.
+    paused: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -105,6 +107,7 @@ impl WorkerMetrics {
         WorkerMetrics {
             stages: (0..stages).map(|_| StageCounters::default()).collect(),
             buffered: AtomicU64::new(0),
+            paused: AtomicU64::new(0),
         }
     }
 
@@ -144,6 +147,15 @@ impl WorkerMetrics {
 
     pub fn buffered(&self) -> u64 {
         self.buffered.load(Relaxed)
+    }
+
+    /// A connection stopped reading for the buffered-bytes budget.
+    pub fn paused(&self) {
+        bump(&self.paused, 1);
+    }
+
+    pub fn pauses(&self) -> u64 {
+        self.paused.load(Relaxed)
     }
 }
 

@@ -42,6 +42,11 @@ pub struct Connection {
     last_active: Instant,
     /// When the first byte of the message still being received arrived.
     partial_since: Option<Instant>,
+    /// Since when queued output has waited with the client taking none of it.
+    stalled_since: Option<Instant>,
+    /// The kernel's unsent bytes on the socket when last looked at while stalled: the client
+    /// may be taking bytes from the kernel's buffer while ours does not move.
+    kernel_unsent: Option<usize>,
 }
 
 /// Which time limit a connection ran past.
@@ -51,6 +56,8 @@ pub enum Expired {
     Idle,
     /// A message not whole `--message-timeout` after its first byte.
     Message,
+    /// Output waiting, and none of it taken by the client, for `--write-timeout`.
+    Write,
 }
 
 impl Expired {
@@ -58,15 +65,17 @@ impl Expired {
         match self {
             Expired::Idle => Close::IdleTimeout,
             Expired::Message => Close::MessageTimeout,
+            Expired::Write => Close::WriteTimeout,
         }
     }
 }
 
-/// The time limits of a connection's input (`--idle-timeout`, `--message-timeout`).
+/// The time limits of a connection (`--idle-timeout`, `--message-timeout`, `--write-timeout`).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub idle: Option<Duration>,
     pub message: Option<Duration>,
+    pub write: Option<Duration>,
 }
 
 impl Connection {
@@ -83,24 +92,49 @@ impl Connection {
             closing: None,
             last_active: Instant::now(),
             partial_since: None,
+            stalled_since: None,
+            kernel_unsent: None,
         }
     }
 
-    /// Whether a time limit has passed at `now`: a message arriving too slowly, or nothing at
-    /// all for too long. A connection with a reply still unsent is not idle (its client is
-    /// slow to read, which the output cap bounds), nor one that is already closing.
+    /// Whether a time limit has passed at `now`: output the client takes none of, a message
+    /// arriving too slowly, or nothing at all for too long. A connection with a reply still
+    /// unsent is not idle (the write clock is its limit), nor one that is closing (it waits
+    /// only for its output, on the write clock too).
     pub fn timed_out(&self, now: Instant, limits: Timeouts) -> Option<Expired> {
-        if self.closing.is_some() {
-            return None;
-        }
         let over = |since: Instant, limit: Option<Duration>| {
             limit.is_some_and(|l| now.saturating_duration_since(since) > l)
         };
+        if let Some(since) = self.stalled_since {
+            if over(since, limits.write) {
+                return Some(Expired::Write);
+            }
+        }
+        if self.closing.is_some() {
+            return None;
+        }
         if let Some(since) = self.partial_since {
             return over(since, limits.message).then_some(Expired::Message);
         }
         let idle = self.pending_output() == 0 && over(self.last_active, limits.idle);
         idle.then_some(Expired::Idle)
+    }
+
+    /// While output waits: whether the client took bytes from the kernel's send buffer since
+    /// the last look, which restarts the write clock. Our queue moves only when the kernel's
+    /// buffer has room for a good part of it, and a slow reader is not a deaf one.
+    pub fn kernel_took_bytes(&mut self, now: Instant) -> bool {
+        if self.stalled_since.is_none() {
+            return false;
+        }
+        let unsent = unsent_in_kernel(&self.stream);
+        let took =
+            matches!((self.kernel_unsent, unsent), (Some(before), Some(now)) if now < before);
+        self.kernel_unsent = unsent;
+        if took {
+            self.stalled_since = Some(now);
+        }
+        took
     }
 
     /// The socket, for registering it with an event loop.
@@ -149,9 +183,15 @@ impl Connection {
         self.codec.encode(reply, &mut self.output);
     }
 
-    /// Bytes this connection holds: input not yet handed out, and output not yet written.
+    /// Bytes this connection holds: input not yet handed out, and the memory of output not
+    /// yet written (its buffer's capacity: what the process pays for it).
     pub fn buffered(&self) -> usize {
-        self.input.len() - self.consumed + self.pending_output()
+        let output = if self.pending_output() > 0 {
+            self.output.capacity()
+        } else {
+            0
+        };
+        self.input.len() - self.consumed + output
     }
 
     /// Reply bytes queued and not yet written.
@@ -214,28 +254,44 @@ impl Connection {
         }
     }
 
-    /// Writes as much queued output as the socket takes now.
+    /// Writes as much queued output as the socket takes now. Output left over starts the
+    /// write clock, unless it was already running and the client took nothing.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        let mut took_some = false;
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
                     self.last_active = now;
+                    took_some = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
+        if took_some {
+            self.kernel_unsent = None;
+        }
         if self.written == self.output.len() {
+            self.stalled_since = None;
             self.output.clear();
             self.written = 0;
             shrink_idle(&mut self.output);
-        } else if self.written > (64 << 10) && self.written * 2 > self.output.len() {
-            // Keep the buffer from growing by what was already sent.
+            return Ok(());
+        }
+        if took_some || self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
+        }
+        if self.written > (64 << 10) && self.written * 2 > self.output.len() {
+            // Keep the buffer from growing by what was already sent, and from holding a large
+            // reply's memory for a small tail the client has not taken yet.
             self.output.drain(..self.written);
             self.written = 0;
+            if self.output.capacity() > 2 * self.output.len().max(KEEP_CAPACITY) {
+                self.output.shrink_to(self.output.len().max(KEEP_CAPACITY));
+            }
         }
         Ok(())
     }
@@ -250,6 +306,21 @@ impl Connection {
     }
 }
 
+/// Bytes the kernel holds in `stream`'s send buffer, not yet taken by the client.
+#[cfg(target_os = "linux")]
+fn unsent_in_kernel(stream: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one c_int for a socket we own.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
+    (rc == 0).then(|| usize::try_from(unsent).unwrap_or(0))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unsent_in_kernel(_: &TcpStream) -> Option<usize> {
+    None
+}
+
 /// Capacity a buffer keeps between messages; one large message must not pin its size for the
 /// rest of a long-lived connection (10,000 idle clients times 1 MiB would be 10 GB).
 const KEEP_CAPACITY: usize = 16 << 10;
@@ -261,137 +332,4 @@ fn shrink_idle(buf: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Framing;
-
-    /// A connection over one end of a loopback pair; the other end is the client.
-    fn pair(framing: Framing, max_output: usize) -> (Connection, std::net::TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let conn = Connection::new(
-            TcpStream::from_std(server),
-            Codec::new(framing, 16),
-            max_output,
-        );
-        (conn, client)
-    }
-
-    /// Reads until the client's bytes (or, with `eof`, its close) have arrived.
-    fn fill_until(conn: &mut Connection, eof: bool) {
-        let mut scratch = vec![0; 64 << 10];
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            match conn.fill(&mut scratch, Instant::now()).unwrap() {
-                Fill::Eof if eof => return,
-                Fill::Data if !eof => return,
-                _ => std::thread::yield_now(),
-            }
-        }
-        panic!("the client's bytes never arrived");
-    }
-
-    #[test]
-    fn messages_come_out_whole_and_the_last_line_at_eof() {
-        let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
-        client.write_all(b"one\ntwo\nthr").unwrap();
-        client.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        loop {
-            while let Some(m) = conn.next_message(Instant::now()).unwrap() {
-                got.push(m.to_vec());
-            }
-            if conn.finished(Close::ClientClosed).is_some() {
-                break;
-            }
-            let mut scratch = vec![0; 1024];
-            if conn.fill(&mut scratch, Instant::now()).unwrap() == Fill::WouldBlock {
-                std::thread::yield_now();
-            }
-        }
-        assert_eq!(got, [b"one".to_vec(), b"two".to_vec(), b"thr".to_vec()]);
-        assert_eq!(
-            conn.finished(Close::ClientClosed),
-            Some(Close::ClientClosed)
-        );
-    }
-
-    #[test]
-    fn no_message_is_handed_out_while_the_output_is_over_its_cap() {
-        let (mut conn, mut client) = pair(Framing::Line, 4);
-        client.write_all(b"a\nb\n").unwrap();
-        fill_until(&mut conn, false);
-        assert_eq!(conn.next_message(Instant::now()).unwrap(), Some(&b"a"[..]));
-        conn.reply(b"12345");
-        assert!(conn.over_output_cap());
-        assert!(!conn.wants_read());
-        assert_eq!(
-            conn.next_message(Instant::now()).unwrap(),
-            None,
-            "held back"
-        );
-        conn.flush(Instant::now()).unwrap();
-        assert!(!conn.over_output_cap());
-        assert_eq!(conn.next_message(Instant::now()).unwrap(), Some(&b"b"[..]));
-    }
-
-    #[test]
-    fn a_partial_message_times_out_and_a_quiet_connection_goes_idle() {
-        let limits = Timeouts {
-            idle: Some(Duration::from_secs(10)),
-            message: Some(Duration::from_secs(1)),
-        };
-        let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
-        let start = Instant::now();
-        assert_eq!(conn.timed_out(start + Duration::from_secs(9), limits), None);
-        assert_eq!(
-            conn.timed_out(start + Duration::from_secs(11), limits),
-            Some(Expired::Idle)
-        );
-        client.write_all(b"half a li").unwrap();
-        fill_until(&mut conn, false);
-        let read = Instant::now();
-        assert_eq!(
-            conn.timed_out(read + Duration::from_millis(900), limits),
-            None
-        );
-        assert_eq!(
-            conn.timed_out(read + Duration::from_secs(2), limits),
-            Some(Expired::Message),
-            "a partial message is on the message clock, not the idle one"
-        );
-        client.write_all(b"ne\n").unwrap();
-        fill_until(&mut conn, false);
-        assert_eq!(
-            conn.next_message(Instant::now()).unwrap(),
-            Some(&b"half a line"[..])
-        );
-        let done = Instant::now();
-        assert_eq!(conn.timed_out(done + Duration::from_secs(2), limits), None);
-        conn.reply(b"an answer the client does not read");
-        assert_eq!(
-            conn.timed_out(done + Duration::from_secs(60), limits),
-            None,
-            "a reply waiting to be written is not idleness"
-        );
-    }
-
-    #[test]
-    fn an_oversize_message_closes_after_the_queued_replies() {
-        let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
-        client.write_all(&[b'x'; 40]).unwrap();
-        conn.reply(b"earlier");
-        fill_until(&mut conn, false);
-        assert!(conn.next_message(Instant::now()).is_err());
-        assert_eq!(conn.next_message(Instant::now()).unwrap(), None);
-        assert_eq!(
-            conn.finished(Close::ClientClosed),
-            None,
-            "the reply is not written yet"
-        );
-        conn.flush(Instant::now()).unwrap();
-        assert_eq!(conn.finished(Close::ClientClosed), Some(Close::Oversize));
-    }
-}
+mod tests;

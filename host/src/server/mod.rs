@@ -2,6 +2,7 @@
 //! event loop, connections and handler. A worker that panics stops the whole server.
 
 mod acceptor;
+mod budget;
 mod connection;
 mod handler;
 pub mod messaging;
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub per_worker: Vec<AtomicUsize>,
     /// Connections open per client address.
     pub per_ip: acceptor::PerIp,
+    /// The bytes all connections hold, against `--max-buffered-bytes`.
+    pub budget: Arc<budget::Budget>,
     pub shutdown: Shutdown,
 }
 
@@ -129,6 +132,7 @@ impl Server {
         let shared = Arc::new(Shared {
             per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             per_ip: acceptor::PerIp::default(),
+            budget: budget::Budget::new(self.config.max_buffered_bytes),
             config: self.config,
             plugins: self.plugins,
             stats: self.stats,

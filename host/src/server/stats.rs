@@ -35,6 +35,10 @@ pub enum Close {
     IdleTimeout,
     /// `--message-timeout`.
     MessageTimeout,
+    /// Output waiting, none of it taken, for `--write-timeout`.
+    WriteTimeout,
+    /// Among the largest holders when the buffered bytes passed twice `--max-buffered-bytes`.
+    OverBudget,
     /// A message over `--max-message-bytes`.
     Oversize,
     /// Drained at shutdown, its replies written.
@@ -48,7 +52,7 @@ pub enum Close {
 }
 
 impl Close {
-    pub const ALL: [Close; 14] = [
+    pub const ALL: [Close; 16] = [
         Close::ClientClosed,
         Close::ClientGone,
         Close::PluginClosed,
@@ -58,6 +62,8 @@ impl Close {
         Close::SlowConsumer,
         Close::IdleTimeout,
         Close::MessageTimeout,
+        Close::WriteTimeout,
+        Close::OverBudget,
         Close::Oversize,
         Close::Shutdown,
         Close::ShutdownTimeout,
@@ -77,6 +83,8 @@ impl Close {
             Close::SlowConsumer => "slow consumer",
             Close::IdleTimeout => "idle timeout",
             Close::MessageTimeout => "message timeout",
+            Close::WriteTimeout => "write timeout",
+            Close::OverBudget => "over the buffered-bytes budget",
             Close::Oversize => "message too large",
             Close::Shutdown => "shutdown",
             Close::ShutdownTimeout => "shutdown timeout",
@@ -97,6 +105,8 @@ impl Close {
             Close::SlowConsumer => "slow_consumer",
             Close::IdleTimeout => "idle_timeout",
             Close::MessageTimeout => "message_timeout",
+            Close::WriteTimeout => "write_timeout",
+            Close::OverBudget => "over_budget",
             Close::Oversize => "oversize",
             Close::Shutdown => "shutdown",
             Close::ShutdownTimeout => "shutdown_timeout",
@@ -167,6 +177,10 @@ pub struct Snapshot {
     pub idle_timeouts: u64,
     /// Connections closed by `--message-timeout` (a message arriving too slowly).
     pub message_timeouts: u64,
+    /// Connections closed by `--write-timeout` (a client that takes none of its replies).
+    pub write_timeouts: u64,
+    /// Connections shed as the largest holders past twice `--max-buffered-bytes`.
+    pub over_budget: u64,
     /// Server threads (workers, the acceptor) that panicked: the server then stops and exits 1.
     pub thread_panics: u64,
 }
@@ -228,6 +242,8 @@ impl Stats {
             slow_consumers: closed_by[Close::SlowConsumer as usize],
             idle_timeouts: closed_by[Close::IdleTimeout as usize],
             message_timeouts: closed_by[Close::MessageTimeout as usize],
+            write_timeouts: closed_by[Close::WriteTimeout as usize],
+            over_budget: closed_by[Close::OverBudget as usize],
             thread_panics: self.thread_panics.load(Relaxed),
         }
     }
@@ -293,6 +309,8 @@ impl Stats {
             slow_consumers = s.slow_consumers,
             idle_timeouts = s.idle_timeouts,
             message_timeouts = s.message_timeouts,
+            write_timeouts = s.write_timeouts,
+            over_budget = s.over_budget,
             thread_panics = s.thread_panics,
             "stopped"
         );

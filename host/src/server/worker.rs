@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::acceptor::NewConn;
+use super::budget::Share;
 use super::connection::{Connection, Fill, Timeouts};
 use super::handler::Handler;
 use super::messaging::{Delivery, Messenger};
@@ -38,6 +39,10 @@ struct Session<S> {
     opened: Instant,
     messages: u64,
     errors: u64,
+    /// The bytes its worker's budget share counts for it.
+    counted: usize,
+    /// Stopped reading for the buffered-bytes budget (and listed in `Worker::paused`).
+    paused: bool,
 }
 
 pub struct Worker<H: Handler> {
@@ -67,7 +72,22 @@ pub struct Worker<H: Handler> {
     metrics: Arc<WorkerMetrics>,
     /// The chain's plugin names, for connection log lines.
     chain: String,
+    /// This worker's part of the buffered bytes, against `--max-buffered-bytes`.
+    share: Share,
+    /// Connections paused for the budget: nothing wakes them when other connections (of any
+    /// worker) drain, so they are driven again every `RETRY_PAUSED`.
+    paused: Vec<usize>,
+    retry_at: Instant,
+    /// Whether this worker has said the budget is over (said once until it is under again).
+    over_budget: bool,
+    /// When a shedding scan last left the sum over twice the budget: the next waits a moment.
+    shed_at: Instant,
 }
+
+/// How often connections paused for the budget try again.
+const RETRY_PAUSED: Duration = Duration::from_millis(20);
+/// The least time between two shedding scans of one worker.
+const SHED_EVERY: Duration = Duration::from_millis(5);
 
 impl<H: Handler> Worker<H> {
     pub fn new(
@@ -83,10 +103,11 @@ impl<H: Handler> Worker<H> {
         let timeouts = Timeouts {
             idle: cfg.idle_timeout,
             message: cfg.message_timeout,
+            write: cfg.write_timeout,
         };
         // A quarter of the shortest limit: a connection is closed at most a quarter late; at
         // least once a second, when the buffered-bytes gauge is summed too.
-        let sweep_every = [timeouts.idle, timeouts.message]
+        let sweep_every = [timeouts.idle, timeouts.message, timeouts.write]
             .into_iter()
             .flatten()
             .min()
@@ -105,6 +126,11 @@ impl<H: Handler> Worker<H> {
             handler,
             scratch: vec![0; codec.read_size()],
             codec,
+            share: Share::new(shared.budget.clone()),
+            paused: Vec::new(),
+            retry_at: Instant::now(),
+            over_budget: false,
+            shed_at: Instant::now() - SHED_EVERY,
             chain: shared
                 .plugins
                 .chain
@@ -124,7 +150,10 @@ impl<H: Handler> Worker<H> {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let wake_at = self.draining.unwrap_or(self.next_sweep);
+            let mut wake_at = self.draining.unwrap_or(self.next_sweep);
+            if !self.paused.is_empty() {
+                wake_at = wake_at.min(self.retry_at);
+            }
             let timeout = Some(wake_at.saturating_duration_since(Instant::now()));
             let polled = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
@@ -147,6 +176,9 @@ impl<H: Handler> Worker<H> {
                         }
                     }
                 }
+            }
+            if !self.paused.is_empty() && self.now >= self.retry_at {
+                self.retry_paused();
             }
             if self.now >= self.next_sweep {
                 self.sweep();
@@ -234,6 +266,8 @@ impl<H: Handler> Worker<H> {
                 opened: Instant::now(),
                 messages: 0,
                 errors: 0,
+                counted: 0,
+                paused: false,
             });
             let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
             s.connected = connected;
@@ -264,10 +298,21 @@ impl<H: Handler> Worker<H> {
             }
             // Replies must leave now: with edge-triggered readiness no event may come to do it.
             let s = &mut self.sessions[key];
-            if let Err(e) = s.io.flush(self.now) {
-                tracing::debug!(conn = s.info.id, "write failed: {e}");
+            let flushed = s.io.flush(self.now);
+            self.sync(key);
+            if let Err(e) = flushed {
+                tracing::debug!(conn = self.sessions[key].info.id, "write failed: {e}");
                 return self.finish(key, Close::ClientGone);
             }
+            let pressure = self.pressure();
+            let s = &mut self.sessions[key];
+            if pressure.holds_back(s.counted) {
+                // Over the budget and holding more than its share: only writes go on, until it
+                // drains or the others do.
+                self.pause(key);
+                break;
+            }
+            s.paused = false;
             if held_back && !s.io.over_output_cap() {
                 // The client caught up: answer what is buffered before reading more.
                 continue;
@@ -276,17 +321,22 @@ impl<H: Handler> Worker<H> {
                 // Over the output cap a writable event resumes it; closing, nothing more to read.
                 break;
             }
-            match s.io.fill(&mut self.scratch, self.now) {
+            let filled = s.io.fill(&mut self.scratch, self.now);
+            self.sync(key);
+            match filled {
                 Ok(Fill::Data | Fill::Eof) => continue,
                 Ok(Fill::WouldBlock) => break,
                 Err(e) => {
-                    tracing::debug!(conn = s.info.id, "read failed: {e}");
+                    tracing::debug!(conn = self.sessions[key].info.id, "read failed: {e}");
                     return self.finish(key, Close::ClientGone);
                 }
             }
         }
         if let Some(reason) = self.sessions[key].io.finished(self.end_of_reading()) {
             self.finish(key, reason);
+        }
+        if self.share.budget().over_hard() {
+            self.shed();
         }
     }
 
@@ -305,7 +355,11 @@ impl<H: Handler> Worker<H> {
     fn handle_messages(&mut self, key: usize) -> bool {
         let on_error = self.shared.config.on_error;
         loop {
+            let pressure = self.pressure();
             let s = &mut self.sessions[key];
+            if pressure.holds_back(s.counted) {
+                return true;
+            }
             let message = match s.io.next_message(self.now) {
                 Ok(Some(m)) => m,
                 Ok(None) => return s.io.over_output_cap(),
@@ -323,6 +377,7 @@ impl<H: Handler> Worker<H> {
                     if out.close {
                         s.io.close_after_flush(Close::PluginClosed);
                     }
+                    self.sync(key);
                 }
                 Err(e) => {
                     self.shared.stats.plugin_failed(&e, s.info.id);
@@ -346,6 +401,7 @@ impl<H: Handler> Worker<H> {
     /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
     fn finish(&mut self, key: usize, reason: Close) {
         let mut s = self.sessions.remove(key);
+        self.share.update(s.counted, 0);
         self.by_id.remove(&s.info.id);
         self.messenger.unregister(s.info.id);
         self.shared.per_ip.release(s.ip);
@@ -378,4 +434,5 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+mod pressure;
 mod upkeep;

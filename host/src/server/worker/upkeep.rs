@@ -1,6 +1,6 @@
 //! What reaches a worker's connections besides their own bytes: what other connections send
 //! them (deliveries, closes, slow consumers), and the clock (`--idle-timeout`,
-//! `--message-timeout`).
+//! `--message-timeout`, `--write-timeout`).
 
 use std::time::Instant;
 
@@ -40,7 +40,10 @@ impl<H: Handler> Worker<H> {
             }
             // Only written here, never handled: a handler call must not start from inside
             // another (this runs between two calls of the worker's handler).
-            if let Err(e) = io.flush(self.now) {
+            let flushed = io.flush(self.now);
+            self.sync(key);
+            let io = &mut self.sessions[key].io;
+            if let Err(e) = flushed {
                 tracing::debug!(conn = to, "write failed: {e}");
                 self.finish(key, Close::ClientGone);
             } else if io.over_output_cap() {
@@ -51,27 +54,22 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Closes the connections whose message arrives too slowly or that sent nothing for too
-    /// long (`--message-timeout`, `--idle-timeout`), and sums the bytes the others hold for the
-    /// buffered-bytes gauge.
+    /// Closes the connections past a time limit (`--message-timeout`, `--idle-timeout`,
+    /// `--write-timeout`), and sets the buffered-bytes gauge from this worker's share.
     pub(super) fn sweep(&mut self) {
         let (now, limits) = (Instant::now(), self.timeouts);
-        let mut buffered = 0;
-        let late: Vec<(usize, Expired)> = self
-            .sessions
-            .iter()
+        let late: Vec<(usize, Expired)> = (self.sessions.iter_mut())
             .filter_map(|(key, s)| {
-                let why = s.io.timed_out(now, limits);
-                if why.is_none() {
-                    buffered += s.io.buffered();
-                }
-                why.map(|why| (key, why))
+                s.io.kernel_took_bytes(now);
+                s.io.timed_out(now, limits).map(|why| (key, why))
             })
             .collect();
-        self.metrics.set_buffered(buffered);
         for (key, why) in late {
             self.finish(key, why.reason());
         }
+        // Exact at least once a sweep, whatever the drift allowed between.
+        self.share.publish();
+        self.metrics.set_buffered(self.share.local());
     }
 
     fn slow_consumer(&mut self, key: usize) {
