@@ -5,6 +5,7 @@ mod acceptor;
 mod connection;
 mod handler;
 pub mod messaging;
+pub(crate) mod proxy_header;
 pub mod stats;
 mod worker;
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ struct Session<S> {
     /// The handler's own state for it (its instances under `--isolation connection`).
     state: S,
     /// The client's address, counted in `--max-connections-per-ip` while it is open.
-    ip: std::net::IpAddr,
+    ip: Option<std::net::IpAddr>,
     /// How many stages of the chain accepted the connection (they get `on-disconnect`).
     connected: usize,
     opened: Instant,
@@ -67,6 +68,8 @@ pub struct Worker<H: Handler> {
     metrics: Arc<WorkerMetrics>,
     /// The chain's plugin names, for connection log lines.
     chain: String,
+    /// With `--proxy-protocol`: connections whose header is still being read.
+    waiting: proxied::Waiting,
 }
 
 impl<H: Handler> Worker<H> {
@@ -118,6 +121,7 @@ impl<H: Handler> Worker<H> {
             timeouts,
             next_sweep: Instant::now() + sweep_every,
             sweep_every,
+            waiting: proxied::Waiting::default(),
         }
     }
 
@@ -141,6 +145,7 @@ impl<H: Handler> Worker<H> {
                         self.take_new_connections();
                         self.take_deliveries();
                     }
+                    Token(key) if key >= proxied::FIRST_TOKEN => self.read_header(key),
                     Token(key) => {
                         if self.sessions.contains(key) {
                             self.drive(key);
@@ -150,6 +155,7 @@ impl<H: Handler> Worker<H> {
             }
             if self.now >= self.next_sweep {
                 self.sweep();
+                self.expire_headers();
                 self.next_sweep = self.now + self.sweep_every;
             }
             if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
@@ -182,6 +188,7 @@ impl<H: Handler> Worker<H> {
     /// its replies are written (or at the deadline, fixed when shutdown was triggered).
     fn begin_drain(&mut self, deadline: Instant) {
         self.draining = Some(deadline);
+        self.abandon_headers();
         self.take_new_connections();
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -196,61 +203,71 @@ impl<H: Handler> Worker<H> {
     }
 
     fn take_new_connections(&mut self) {
-        while let Ok(NewConn { mut stream, id, ip }) = self.inbox.try_recv() {
-            let entry = self.sessions.vacant_entry();
-            let key = entry.key();
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| "unknown".into(), |a| a.to_string());
-            let local = stream
-                .local_addr()
-                .map_or_else(|_| "unknown".into(), |a| a.to_string());
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(key),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
-                self.shared.per_ip.release(ip);
-                self.forget(1, 0, Close::NotServed);
-                continue;
+        while let Ok(nc) = self.inbox.try_recv() {
+            if self.shared.config.proxy_protocol {
+                self.await_header(nc);
+            } else {
+                self.open(nc, None);
             }
-            tracing::info!(
-                conn = id,
-                %peer,
-                plugins = %self.chain,
-                worker = self.index,
-                "connection opened"
-            );
-            self.messenger.register(id, self.index, &peer, &local);
-            self.by_id.insert(id, key);
-            let max_output = self.shared.config.max_output_bytes;
-            let s = entry.insert(Session {
-                io: Connection::new(stream, self.codec, max_output),
-                info: ConnInfo { id, peer, local },
-                ip,
-                state: H::Session::default(),
-                connected: 0,
-                opened: Instant::now(),
-                messages: 0,
-                errors: 0,
-            });
-            let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
-            s.connected = connected;
-            for g in greetings {
-                s.io.reply(&g);
-            }
-            match res {
-                Ok(true) => s.io.close_after_flush(Close::PluginClosed),
-                Ok(false) => {}
-                Err(e) => {
-                    self.shared.stats.plugin_failed(&e, id);
-                    s.errors += 1;
-                    s.io.close_after_flush(Close::ConnectFailed);
-                }
-            }
-            self.drive(key);
         }
+    }
+
+    /// Serves a new connection: `on-connect`, then its messages. `client` is the address a
+    /// PROXY header gave, which plugins, logs and limits see instead of the socket's peer.
+    fn open(&mut self, NewConn { mut stream, id, ip }: NewConn, client: Option<SocketAddr>) {
+        let entry = self.sessions.vacant_entry();
+        let key = entry.key();
+        let peer = client
+            .or_else(|| stream.peer_addr().ok())
+            .map_or_else(|| "unknown".into(), |a| a.to_string());
+        let local = stream
+            .local_addr()
+            .map_or_else(|_| "unknown".into(), |a| a.to_string());
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
+            self.shared.per_ip.release(ip);
+            self.forget(1, 0, Close::NotServed);
+            return;
+        }
+        tracing::info!(
+            conn = id,
+            %peer,
+            plugins = %self.chain,
+            worker = self.index,
+            "connection opened"
+        );
+        self.messenger.register(id, self.index, &peer, &local);
+        self.by_id.insert(id, key);
+        let max_output = self.shared.config.max_output_bytes;
+        let s = entry.insert(Session {
+            io: Connection::new(stream, self.codec, max_output),
+            info: ConnInfo { id, peer, local },
+            ip,
+            state: H::Session::default(),
+            connected: 0,
+            opened: Instant::now(),
+            messages: 0,
+            errors: 0,
+        });
+        let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
+        s.connected = connected;
+        for g in greetings {
+            s.io.reply(&g);
+        }
+        match res {
+            Ok(true) => s.io.close_after_flush(Close::PluginClosed),
+            Ok(false) => {}
+            Err(e) => {
+                self.shared.stats.plugin_failed(&e, id);
+                s.errors += 1;
+                s.io.close_after_flush(Close::ConnectFailed);
+            }
+        }
+        self.drive(key);
     }
 
     /// Moves one connection forward as far as it can go now: handle what is buffered, write,
@@ -378,4 +395,5 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+mod proxied;
 mod upkeep;
