@@ -6,13 +6,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::support::*;
 
 /// A server running `plugins` (tests' or examples' paths) with metrics on a free port.
-fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, SocketAddr) {
+pub(crate) fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, SocketAddr) {
     let mut b = Server::builder().args(["--metrics-listen", "127.0.0.1:0"]);
     for p in plugins {
         b = b.plugin(p);
@@ -23,7 +22,7 @@ fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, SocketAddr) {
 }
 
 /// The metrics address from the `metrics served on http://ADDR/metrics` log line.
-fn metrics_addr(server: &Server) -> SocketAddr {
+pub(crate) fn metrics_addr(server: &Server) -> SocketAddr {
     let line = server.wait_for_log("metrics served on http://", LOG_TIMEOUT);
     let rest = &line[line.find("http://").unwrap() + "http://".len()..];
     let addr = &rest[..rest.find('/').expect("a path after the address")];
@@ -54,7 +53,7 @@ fn status(addr: SocketAddr, path: &str) -> u16 {
 }
 
 /// The body of `GET /metrics`, which must answer 200 in the Prometheus text format.
-fn scrape(addr: SocketAddr) -> String {
+pub(crate) fn scrape(addr: SocketAddr) -> String {
     let (code, head, body) = request(addr, "GET", "/metrics");
     assert_eq!(code, 200, "{head}\n{body}");
     assert!(
@@ -65,7 +64,7 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the sample `name` whose labels include every `labels` pair.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (series, v) = l.rsplit_once(' ')?;
         let (n, ls) = series.split_once('{').unwrap_or((series, ""));
@@ -77,7 +76,12 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// Scrapes until the sample is `want`; panics with the last scrape after five seconds.
-fn wait_value(addr: SocketAddr, name: &str, labels: &[(&str, &str)], want: f64) -> String {
+pub(crate) fn wait_value(
+    addr: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: f64,
+) -> String {
     let mut last = String::new();
     let found = eventually(Duration::from_secs(5), || {
         last = scrape(addr);
@@ -94,42 +98,7 @@ fn wait_value(addr: SocketAddr, name: &str, labels: &[(&str, &str)], want: f64) 
 /// `promtool`, from Debian's `prometheus` package, installed if it is missing. The exposition
 /// must be checked by the real validator: no promtool is a failure, never a skip.
 fn promtool() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let find = || {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .chain([PathBuf::from("/usr/bin")])
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    };
-    if let Some(p) = find() {
-        return p;
-    }
-    let sudo = if unsafe { libc::geteuid() } == 0 {
-        None
-    } else {
-        Some("sudo")
-    };
-    let apt = |args: &[&str]| {
-        let mut all: Vec<&str> = sudo.into_iter().collect();
-        all.push("apt-get");
-        all.extend(args);
-        Command::new(all[0])
-            .args(&all[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = ["install", "-y", "--no-install-recommends", "prometheus"];
-    if !apt(&install) {
-        apt(&["update", "-qq"]);
-        apt(&install);
-    }
-    find().expect(
-        "promtool is missing and `apt-get install prometheus` did not provide it: \
-         the exposition cannot be validated",
-    )
+    debian_tool("promtool", "prometheus")
 }
 
 /// Runs `promtool check metrics` on `exposition`; panics with what it says if it objects.
