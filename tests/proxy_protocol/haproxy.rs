@@ -17,8 +17,9 @@ struct HaProxy {
 }
 
 impl HaProxy {
-    /// Starts HAProxy on a free port of 127.0.0.1, forwarding to `backend` with a v2 header.
-    fn start(backend: SocketAddr) -> HaProxy {
+    /// Starts HAProxy on a free port of 127.0.0.1, forwarding to `backend` with a v2 header;
+    /// `lines` go into the backend section, `options` at the end of its `server` line.
+    fn start(backend: SocketAddr, lines: &str, options: &str) -> HaProxy {
         let bin = debian_tool("haproxy", "haproxy");
         // A port the OS just handed out and took back: free, unless another test grabs it in
         // between (then haproxy fails to bind, and the test says so).
@@ -32,7 +33,7 @@ impl HaProxy {
                 "global\n    maxconn 100\n\
                  defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
                  frontend clients\n    bind {addr}\n    default_backend sandport\n\
-                 backend sandport\n    server s1 {backend} send-proxy-v2\n"
+                 backend sandport\n{lines}    server s1 {backend} send-proxy-v2 {options}\n"
             )
             .as_bytes(),
         );
@@ -78,7 +79,7 @@ impl Drop for HaProxy {
 #[test]
 fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_counts_it() {
     let server = behind_proxy(&["--max-connections-per-ip", "1"]);
-    let haproxy = HaProxy::start(server.addr);
+    let haproxy = HaProxy::start(server.addr, "", "");
     // Clients on two other loopback addresses: HAProxy itself connects from 127.0.0.1.
     let mut client = Client::connect_from([127, 0, 0, 2], haproxy.addr);
     let own = client.local_addr().to_string();
@@ -109,4 +110,36 @@ fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_co
     assert_eq!(peer_seen(&mut other), own);
     // The first client is still served.
     assert_eq!(peer_seen(&mut client), client.local_addr().to_string());
+}
+
+#[test]
+fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
+    let server = Server::builder()
+        .plugin(test_plugin("statetest"))
+        .args(["--proxy-protocol", "--trusted-proxies", "127.0.0.1/32"])
+        .env("RUST_LOG", "info,sandport::server::worker::proxied=debug")
+        .start();
+    // A check every 100 ms that asks statetest `whoami` and expects a number back. HAProxy
+    // puts the server's PROXY header before it: v2 LOCAL, as no client is behind a check.
+    let check = "    option tcp-check\n    tcp-check connect default\n    \
+                 tcp-check send-binary 77686f616d690a\n    tcp-check expect rstring ^[0-9]+\n";
+    let haproxy = HaProxy::start(server.addr, check, "check inter 100ms");
+    let line = server.wait_for_log("PROXY header read", Duration::from_secs(10));
+    assert!(
+        line.contains("header=Local"),
+        "{line}\nhaproxy:\n{}",
+        haproxy.logs.dump()
+    );
+    let conn = log_field(&line, "conn").expect("a conn field");
+    let opened = server.wait_for_log_where(LOG_TIMEOUT, "the check's connection opened", |l| {
+        l.contains("connection opened") && log_field(l, "conn").as_deref() == Some(&*conn)
+    });
+    let peer = log_field(&opened, "peer").unwrap_or_default();
+    assert!(
+        peer.starts_with("127.0.0.1:"),
+        "the proxy's own address: {opened}"
+    );
+    assert!(server
+        .log_lines_containing("closed before it was opened")
+        .is_empty());
 }

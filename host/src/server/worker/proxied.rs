@@ -162,12 +162,15 @@ impl<H: Handler> Worker<H> {
     /// or right after: either way the client sees the close).
     fn refuse(&mut self, id: u64, peer: Option<SocketAddr>, reason: Close, why: &str) {
         let peer = peer.map_or_else(|| "unknown".into(), |a| a.to_string());
-        tracing::warn!(
-            conn = id,
-            %peer,
-            reason = reason.text(),
-            "connection closed before it was opened: {why}"
-        );
+        let (text, message) = (reason.text(), "connection closed before it was opened");
+        match reason {
+            // Ordinary ends (HAProxy's plain TCP checks connect and reset at once): the level
+            // of any `connection closed` line.
+            Close::ClientGone | Close::NotServed => {
+                tracing::info!(conn = id, %peer, reason = text, "{message}: {why}");
+            }
+            _ => tracing::warn!(conn = id, %peer, reason = text, "{message}: {why}"),
+        }
         self.forget(1, 0, reason);
     }
 }
