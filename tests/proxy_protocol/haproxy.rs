@@ -143,3 +143,30 @@ fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
         .log_lines_containing("closed before it was opened")
         .is_empty());
 }
+
+#[test]
+fn through_haproxy_the_ratelimit_plugin_counts_each_client_not_the_proxy() {
+    // The `ratelimit` example keys its counts on the peer's IP address (host state).
+    let server = Server::builder()
+        .plugin(test_plugin("ratelimit"))
+        .args(["--proxy-protocol", "--trusted-proxies", "127.0.0.1"])
+        .config("ratelimit.max=2")
+        .config("ratelimit.window_ms=60000")
+        .start();
+    let haproxy = HaProxy::start(server.addr, "", "");
+    let mut noisy = Client::connect_from([127, 0, 0, 2], haproxy.addr);
+    let mut quiet = Client::connect_from([127, 0, 0, 3], haproxy.addr);
+    noisy.roundtrip("1", "1");
+    noisy.roundtrip("2", "2");
+    quiet.roundtrip("1", "1");
+    noisy.roundtrip("3", "rate limit exceeded");
+    noisy.expect_closed_without_reply(REPLY_TIMEOUT);
+    let line = server.wait_for_plugin_log("sent more than 2 messages", "ratelimit");
+    let own = noisy.local_addr().to_string();
+    assert!(
+        line.contains(&own),
+        "the client's own address {own}: {line}"
+    );
+    // The other client, through the same proxy address, has its own count.
+    quiet.roundtrip("2", "2");
+}
