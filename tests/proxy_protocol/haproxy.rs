@@ -124,12 +124,13 @@ fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
     let check = "    option tcp-check\n    tcp-check connect default\n    \
                  tcp-check send-binary 77686f616d690a\n    tcp-check expect rstring ^[0-9]+\n";
     let haproxy = HaProxy::start(server.addr, check, "check inter 100ms");
-    let line = server.wait_for_log("PROXY header read", Duration::from_secs(10));
-    assert!(
-        line.contains("header=Local"),
-        "{line}\nhaproxy:\n{}",
-        haproxy.logs.dump()
-    );
+    // (Waiting for HAProxy to listen made a client connection through it too: not a check.)
+    let line = server.wait_for_log_where(Duration::from_secs(10), "a check's LOCAL header", |l| {
+        l.contains("PROXY header read") && l.contains("header=Local")
+    });
+    let proxy = log_field(&line, "proxy");
+    let client = log_field(&line, "client");
+    assert_eq!(client, proxy, "{line}\nhaproxy:\n{}", haproxy.logs.dump());
     let conn = log_field(&line, "conn").expect("a conn field");
     let opened = server.wait_for_log_where(LOG_TIMEOUT, "the check's connection opened", |l| {
         l.contains("connection opened") && log_field(l, "conn").as_deref() == Some(&*conn)
