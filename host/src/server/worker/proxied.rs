@@ -29,9 +29,18 @@ const HEADER_DEADLINE: Duration = Duration::from_secs(10);
 /// Bytes peeked at a time: a whole v1 header, or most v2 ones.
 const CHUNK: usize = 512;
 
+/// Refusals of untrusted peers are logged at most this often per worker, with a count: anyone
+/// who can reach the port can make them, so a flood of them must not flood the log too.
+const UNTRUSTED_LOG_EVERY: Duration = Duration::from_secs(1);
+
 /// The connections waiting for their header, keyed by token minus [`FIRST_TOKEN`].
 #[derive(Default)]
-pub(super) struct Waiting(Slab<Pending>);
+pub(super) struct Waiting {
+    slab: Slab<Pending>,
+    /// When an untrusted peer's refusal was last logged, and how many were not since.
+    untrusted_logged: Option<Instant>,
+    untrusted_unlogged: u64,
+}
 
 struct Pending {
     stream: TcpStream,
@@ -64,10 +73,21 @@ impl<H: Handler> Worker<H> {
         }
         let trusted = &self.shared.config.trusted_proxies;
         if !trusted.iter().any(|block| block.contains(proxy.ip())) {
-            let why = "its address is not in --trusted-proxies";
-            return self.refuse(id, Some(proxy), Close::ProxyUntrusted, why);
+            let w = &mut self.waiting;
+            w.untrusted_unlogged += 1;
+            if w.untrusted_logged
+                .is_some_and(|t| self.now.duration_since(t) < UNTRUSTED_LOG_EVERY)
+            {
+                return self.forget(1, 0, Close::ProxyUntrusted);
+            }
+            let why = format!(
+                "its address is not in --trusted-proxies ({} untrusted since the last such line)",
+                w.untrusted_unlogged
+            );
+            (w.untrusted_logged, w.untrusted_unlogged) = (Some(self.now), 0);
+            return self.refuse(id, Some(proxy), Close::ProxyUntrusted, &why);
         }
-        let entry = self.waiting.0.vacant_entry();
+        let entry = self.waiting.slab.vacant_entry();
         let token = Token(FIRST_TOKEN + entry.key());
         if let Err(e) = self
             .poll
@@ -91,7 +111,7 @@ impl<H: Handler> Worker<H> {
     /// under the client's address.
     pub(super) fn read_header(&mut self, token: usize) {
         let key = token - FIRST_TOKEN;
-        let Some(pending) = self.waiting.0.get_mut(key) else {
+        let Some(pending) = self.waiting.slab.get_mut(key) else {
             return;
         };
         let outcome = match pending.read() {
@@ -99,7 +119,7 @@ impl<H: Handler> Worker<H> {
             Step::Done(header) => Ok(header),
             Step::Fail(reason, why) => Err((reason, why)),
         };
-        let mut p = self.waiting.0.remove(key);
+        let mut p = self.waiting.slab.remove(key);
         let _ = self.poll.registry().deregister(&mut p.stream);
         let header = match outcome {
             Ok(header) => header,
@@ -137,13 +157,13 @@ impl<H: Handler> Worker<H> {
         let now = Instant::now();
         let late: Vec<usize> = self
             .waiting
-            .0
+            .slab
             .iter()
             .filter(|(_, p)| now.saturating_duration_since(p.since) > limit)
             .map(|(key, _)| key)
             .collect();
         for key in late {
-            let mut p = self.waiting.0.remove(key);
+            let mut p = self.waiting.slab.remove(key);
             let _ = self.poll.registry().deregister(&mut p.stream);
             let why = format!("no whole PROXY header within {limit:?}");
             self.refuse(p.id, Some(p.proxy), Close::ProxyHeaderTimeout, &why);
@@ -152,7 +172,7 @@ impl<H: Handler> Worker<H> {
 
     /// Shutdown: a connection still without its header never reached a plugin; it just closes.
     pub(super) fn abandon_headers(&mut self) {
-        for (_, mut p) in std::mem::take(&mut self.waiting.0) {
+        for (_, mut p) in std::mem::take(&mut self.waiting.slab) {
             let _ = self.poll.registry().deregister(&mut p.stream);
             self.refuse(p.id, Some(p.proxy), Close::NotServed, "shutting down");
         }
