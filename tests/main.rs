@@ -21,6 +21,7 @@ mod load_errors;
 mod metrics;
 mod misbehaving;
 mod oversize;
+mod proxy_protocol;
 mod resolution;
 mod scale;
 mod sdk;

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::support::*;
@@ -23,7 +22,7 @@ pub(crate) fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, Socke
 }
 
 /// The metrics address from the `metrics served on http://ADDR/metrics` log line.
-fn metrics_addr(server: &Server) -> SocketAddr {
+pub(crate) fn metrics_addr(server: &Server) -> SocketAddr {
     let line = server.wait_for_log("metrics served on http://", LOG_TIMEOUT);
     let rest = &line[line.find("http://").unwrap() + "http://".len()..];
     let addr = &rest[..rest.find('/').expect("a path after the address")];
@@ -99,42 +98,7 @@ pub(crate) fn wait_value(
 /// `promtool`, from Debian's `prometheus` package, installed if it is missing. The exposition
 /// must be checked by the real validator: no promtool is a failure, never a skip.
 fn promtool() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let find = || {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .chain([PathBuf::from("/usr/bin")])
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    };
-    if let Some(p) = find() {
-        return p;
-    }
-    let sudo = if unsafe { libc::geteuid() } == 0 {
-        None
-    } else {
-        Some("sudo")
-    };
-    let apt = |args: &[&str]| {
-        let mut all: Vec<&str> = sudo.into_iter().collect();
-        all.push("apt-get");
-        all.extend(args);
-        Command::new(all[0])
-            .args(&all[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = ["install", "-y", "--no-install-recommends", "prometheus"];
-    if !apt(&install) {
-        apt(&["update", "-qq"]);
-        apt(&install);
-    }
-    find().expect(
-        "promtool is missing and `apt-get install prometheus` did not provide it: \
-         the exposition cannot be validated",
-    )
+    debian_tool("promtool", "prometheus")
 }
 
 /// Runs `promtool check metrics` on `exposition`; panics with what it says if it objects.

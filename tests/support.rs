@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 mod client;
+mod debian;
 mod files;
 mod launch;
 mod logs;
@@ -15,6 +16,7 @@ mod procfs;
 mod server;
 
 pub use client::*;
+pub use debian::*;
 pub use files::*;
 pub use launch::*;
 pub use logs::*;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    ByteSize, Config, Framing, Isolation, OnError, PluginSetting, SharedState, Timeout,
+    ByteSize, Cidr, Config, Framing, Isolation, OnError, PluginSetting, SharedState, Timeout,
 };
 use crate::error::Error;
 use crate::state::Quotas;
@@ -147,6 +147,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer in
+    /// --trusted-proxies; the client address it carries becomes the connection's peer.
+    #[arg(long, env = "SANDPORT_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// Address blocks (CIDR, comma-separated) of the proxies allowed to send a PROXY header;
+    /// a connection from anywhere else is closed. Needs --proxy-protocol.
+    #[arg(
+        long,
+        env = "SANDPORT_TRUSTED_PROXIES",
+        value_name = "CIDR,...",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// What gets a fresh plugin instance: every message, every connection, or one per worker.
     #[arg(long, env = "SANDPORT_ISOLATION", value_enum, default_value_t = Isolation::Message)]
     pub isolation: Isolation,
@@ -229,6 +244,8 @@ impl ServeArgs {
             workers: self.workers.unwrap_or(defaults.workers),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: self.trusted_proxies,
             isolation: self.isolation,
             framing: self.framing,
             max_message_bytes: size(self.max_message_bytes),

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+mod cidr;
 mod flags;
+pub use cidr::Cidr;
 pub use flags::{ByteSize, PluginSetting, SharedState, Timeout};
 
 use crate::state::Quotas;
@@ -32,6 +34,11 @@ pub struct Config {
     pub max_connections: usize,
     /// Open connections allowed from one client address; 0 for no limit.
     pub max_connections_per_ip: usize,
+    /// Every connection starts with a PROXY protocol header whose client address becomes its
+    /// peer (`--proxy-protocol`); only from `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// Where PROXY headers may come from (`--trusted-proxies`).
+    pub trusted_proxies: Vec<Cidr>,
     /// What gets a fresh plugin instance.
     pub isolation: Isolation,
     /// How bytes on the socket become messages and replies become bytes.
@@ -99,6 +106,8 @@ impl Default for Config {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
             isolation: Isolation::Message,
             framing: Framing::Line,
             max_message_bytes: 1 << 20,
@@ -133,6 +142,18 @@ impl Config {
         at_most("--workers", self.workers, MAX_WORKERS)?;
         at_least("--max-connections", self.max_connections, 1)?;
         at_most("--max-connections", self.max_connections, MAX_CONNECTIONS)?;
+        // Trusting nobody would refuse every client; trusting without the header, a typo.
+        match (self.proxy_protocol, self.trusted_proxies.is_empty()) {
+            (true, true) => return Err(Error::config(
+                "--proxy-protocol needs --trusted-proxies: the load balancers' addresses (CIDR)",
+            )),
+            (false, false) => {
+                return Err(Error::config(
+                    "--trusted-proxies is given without --proxy-protocol",
+                ))
+            }
+            _ => {}
+        }
         let ms = |d: Duration| d.as_millis().min(usize::MAX as u128) as usize;
         at_least("--timeout-ms", ms(self.timeout), 1)?;
         for (flag, d) in [

@@ -10,12 +10,14 @@
 mod core_abi;
 mod flags;
 mod framing;
+pub(crate) mod proxy_header;
 #[cfg(test)]
 mod tests;
 
 pub use core_abi::core_abi_reply;
 pub use flags::flags;
 pub use framing::framing;
+pub use proxy_header::proxy_header;
 
 /// The fuzzer's bytes read front to back as the fields of a test case; past the end every
 /// number is 0 and every byte string empty, so any input is a valid case.

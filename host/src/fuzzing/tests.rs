@@ -37,6 +37,11 @@ fn the_core_abi_reply_corpus_passes() {
 }
 
 #[test]
+fn the_proxy_header_corpus_passes() {
+    replay("proxy_header", super::proxy_header);
+}
+
+#[test]
 fn empty_and_tiny_inputs_are_valid_cases() {
     for data in [
         &b""[..],
@@ -48,5 +53,6 @@ fn empty_and_tiny_inputs_are_valid_cases() {
         super::framing(data);
         super::flags(data);
         super::core_abi_reply(data);
+        super::proxy_header(data);
     }
 }

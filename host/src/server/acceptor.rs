@@ -26,8 +26,9 @@ const FD_BACKOFF: Duration = Duration::from_millis(20);
 pub struct NewConn {
     pub stream: TcpStream,
     pub id: u64,
-    /// Counted in `--max-connections-per-ip` until the connection ends.
-    pub ip: IpAddr,
+    /// Counted in `--max-connections-per-ip` until the connection ends. `None` with
+    /// `--proxy-protocol`: the peer is the proxy, and the client is known from the header only.
+    pub ip: Option<IpAddr>,
 }
 
 /// Open connections per client address, for `--max-connections-per-ip`: taken by the acceptor,
@@ -37,7 +38,7 @@ pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerIp {
     /// Counts one more connection from `ip` unless `limit` (0: none) are open already.
-    fn admit(&self, ip: IpAddr, limit: usize) -> bool {
+    pub(super) fn admit(&self, ip: IpAddr, limit: usize) -> bool {
         if limit == 0 {
             // Not counted at all: then `release` finds nothing to give back either.
             return true;
@@ -51,8 +52,11 @@ impl PerIp {
         true
     }
 
-    /// A connection from `ip` ended.
-    pub fn release(&self, ip: IpAddr) {
+    /// A connection from `ip` ended (`None`: it was never counted).
+    pub fn release(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else {
+            return;
+        };
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = open.get_mut(&ip) {
             *n -= 1;
@@ -157,10 +161,11 @@ impl Acceptor {
         let cfg = &self.shared.config;
         let refusal = if self.shared.stats.open.load(Relaxed) >= cfg.max_connections {
             Some(format!("--max-connections {} reached", cfg.max_connections))
-        } else if !self
-            .shared
-            .per_ip
-            .admit(peer.ip(), cfg.max_connections_per_ip)
+        } else if !cfg.proxy_protocol
+            && !self
+                .shared
+                .per_ip
+                .admit(peer.ip(), cfg.max_connections_per_ip)
         {
             Some(format!(
                 "--max-connections-per-ip {} reached for {}",
@@ -202,7 +207,7 @@ impl Acceptor {
             .expect("at least one worker");
         self.shared.per_worker[index].fetch_add(1, Relaxed);
         let inbox = &self.inboxes[index];
-        let ip = peer.ip();
+        let ip = (!cfg.proxy_protocol).then_some(peer.ip());
         if inbox.tx.send(NewConn { stream, id, ip }).is_ok() {
             let _ = inbox.waker.wake();
         } else {

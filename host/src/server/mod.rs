@@ -6,6 +6,7 @@ mod budget;
 mod connection;
 mod handler;
 pub mod messaging;
+pub(crate) mod proxy_header;
 pub mod stats;
 mod worker;
 

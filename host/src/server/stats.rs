@@ -49,10 +49,19 @@ pub enum Close {
     NotServed,
     /// Its worker panicked.
     WorkerPanic,
+    /// `--proxy-protocol`: the peer is not in `--trusted-proxies`.
+    ProxyUntrusted,
+    /// `--proxy-protocol`: no PROXY header, a malformed or too long one, or the client closed
+    /// before it was whole.
+    ProxyHeaderInvalid,
+    /// `--proxy-protocol`: the header was not whole within its deadline.
+    ProxyHeaderTimeout,
+    /// `--proxy-protocol`: `--max-connections-per-ip` were open from the address in the header.
+    PerIpLimit,
 }
 
 impl Close {
-    pub const ALL: [Close; 16] = [
+    pub const ALL: [Close; 20] = [
         Close::ClientClosed,
         Close::ClientGone,
         Close::PluginClosed,
@@ -69,6 +78,10 @@ impl Close {
         Close::ShutdownTimeout,
         Close::NotServed,
         Close::WorkerPanic,
+        Close::ProxyUntrusted,
+        Close::ProxyHeaderInvalid,
+        Close::ProxyHeaderTimeout,
+        Close::PerIpLimit,
     ];
 
     /// The `reason` field of the `connection closed` log line.
@@ -90,6 +103,10 @@ impl Close {
             Close::ShutdownTimeout => "shutdown timeout",
             Close::NotServed => "not served",
             Close::WorkerPanic => "worker panicked",
+            Close::ProxyUntrusted => "PROXY header from an untrusted address",
+            Close::ProxyHeaderInvalid => "bad PROXY header",
+            Close::ProxyHeaderTimeout => "PROXY header timeout",
+            Close::PerIpLimit => "--max-connections-per-ip reached",
         }
     }
 
@@ -112,6 +129,10 @@ impl Close {
             Close::ShutdownTimeout => "shutdown_timeout",
             Close::NotServed => "not_served",
             Close::WorkerPanic => "worker_panic",
+            Close::ProxyUntrusted => "proxy_untrusted",
+            Close::ProxyHeaderInvalid => "proxy_header_invalid",
+            Close::ProxyHeaderTimeout => "proxy_header_timeout",
+            Close::PerIpLimit => "per_ip_limit",
         }
     }
 }

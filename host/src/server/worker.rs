@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use super::acceptor::NewConn;
@@ -33,7 +32,7 @@ struct Session<S> {
     /// The handler's own state for it (its instances under `--isolation connection`).
     state: S,
     /// The client's address, counted in `--max-connections-per-ip` while it is open.
-    ip: std::net::IpAddr,
+    ip: Option<std::net::IpAddr>,
     /// How many stages of the chain accepted the connection (they get `on-disconnect`).
     connected: usize,
     opened: Instant,
@@ -82,6 +81,8 @@ pub struct Worker<H: Handler> {
     over_budget: bool,
     /// When a shedding scan last left the sum over twice the budget: the next waits a moment.
     shed_at: Instant,
+    /// With `--proxy-protocol`: connections whose header is still being read.
+    waiting: proxied::Waiting,
 }
 
 /// How often connections paused for the budget try again.
@@ -144,6 +145,7 @@ impl<H: Handler> Worker<H> {
             timeouts,
             next_sweep: Instant::now() + sweep_every,
             sweep_every,
+            waiting: proxied::Waiting::default(),
         }
     }
 
@@ -170,6 +172,7 @@ impl<H: Handler> Worker<H> {
                         self.take_new_connections();
                         self.take_deliveries();
                     }
+                    Token(key) if key >= proxied::FIRST_TOKEN => self.read_header(key),
                     Token(key) => {
                         if self.sessions.contains(key) {
                             self.drive(key);
@@ -182,6 +185,7 @@ impl<H: Handler> Worker<H> {
             }
             if self.now >= self.next_sweep {
                 self.sweep();
+                self.expire_headers();
                 self.next_sweep = self.now + self.sweep_every;
             }
             if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
@@ -214,6 +218,7 @@ impl<H: Handler> Worker<H> {
     /// its replies are written (or at the deadline, fixed when shutdown was triggered).
     fn begin_drain(&mut self, deadline: Instant) {
         self.draining = Some(deadline);
+        self.abandon_headers();
         self.take_new_connections();
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -223,66 +228,6 @@ impl<H: Handler> Worker<H> {
                 continue;
             };
             s.io.stop_reading();
-            self.drive(key);
-        }
-    }
-
-    fn take_new_connections(&mut self) {
-        while let Ok(NewConn { mut stream, id, ip }) = self.inbox.try_recv() {
-            let entry = self.sessions.vacant_entry();
-            let key = entry.key();
-            let peer = stream
-                .peer_addr()
-                .map_or_else(|_| "unknown".into(), |a| a.to_string());
-            let local = stream
-                .local_addr()
-                .map_or_else(|_| "unknown".into(), |a| a.to_string());
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(key),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                tracing::warn!(conn = id, %peer, "cannot watch connection: {e}");
-                self.shared.per_ip.release(ip);
-                self.forget(1, 0, Close::NotServed);
-                continue;
-            }
-            tracing::info!(
-                conn = id,
-                %peer,
-                plugins = %self.chain,
-                worker = self.index,
-                "connection opened"
-            );
-            self.messenger.register(id, self.index, &peer, &local);
-            self.by_id.insert(id, key);
-            let max_output = self.shared.config.max_output_bytes;
-            let s = entry.insert(Session {
-                io: Connection::new(stream, self.codec, max_output),
-                info: ConnInfo { id, peer, local },
-                ip,
-                state: H::Session::default(),
-                connected: 0,
-                opened: Instant::now(),
-                messages: 0,
-                errors: 0,
-                counted: 0,
-                paused: false,
-            });
-            let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
-            s.connected = connected;
-            for g in greetings {
-                s.io.reply(&g);
-            }
-            match res {
-                Ok(true) => s.io.close_after_flush(Close::PluginClosed),
-                Ok(false) => {}
-                Err(e) => {
-                    self.shared.stats.plugin_failed(&e, id);
-                    s.errors += 1;
-                    s.io.close_after_flush(Close::ConnectFailed);
-                }
-            }
             self.drive(key);
         }
     }
@@ -397,42 +342,9 @@ impl<H: Handler> Worker<H> {
             }
         }
     }
-
-    /// Closes a connection: `on-disconnect`, the log line, and its slot in the counters.
-    fn finish(&mut self, key: usize, reason: Close) {
-        let mut s = self.sessions.remove(key);
-        self.share.update(s.counted, 0);
-        self.by_id.remove(&s.info.id);
-        self.messenger.unregister(s.info.id);
-        self.shared.per_ip.release(s.ip);
-        let _ = self.poll.registry().deregister(s.io.stream_mut());
-        for e in self
-            .handler
-            .on_disconnect(&s.info, &mut s.state, s.connected)
-        {
-            self.shared.stats.plugin_failed(&e, s.info.id);
-        }
-        tracing::info!(
-            conn = s.info.id,
-            peer = %s.info.peer,
-            plugins = %self.chain,
-            messages = s.messages,
-            errors = s.errors,
-            duration_ms = s.opened.elapsed().as_millis() as u64,
-            reason = reason.text(),
-            "connection closed"
-        );
-        self.forget(1, s.messages, reason);
-    }
-
-    /// `n` of this worker's connections are gone for `reason`: the counters stop counting them.
-    fn forget(&self, n: usize, messages: u64, reason: Close) {
-        if n > 0 {
-            self.shared.per_worker[self.index].fetch_sub(n, Relaxed);
-            self.shared.stats.closed(n, messages, reason);
-        }
-    }
 }
 
+mod lifecycle;
 mod pressure;
+mod proxied;
 mod upkeep;

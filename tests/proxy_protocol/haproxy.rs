@@ -1,0 +1,173 @@
+//! A real HAProxy (Debian package `haproxy`) in front of sandport, in TCP mode with
+//! `send-proxy-v2`, as the README's "Behind HAProxy" section sets it up.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{behind_proxy, peer_seen};
+use crate::support::*;
+
+/// A running `haproxy` forwarding one port to sandport; killed on drop.
+struct HaProxy {
+    child: Child,
+    addr: SocketAddr,
+    logs: LogBuffer,
+    _dir: TempDir,
+}
+
+impl HaProxy {
+    /// Starts HAProxy on a free port of 127.0.0.1, forwarding to `backend` with a v2 header;
+    /// `lines` go into the backend section, `options` at the end of its `server` line.
+    fn start(backend: SocketAddr, lines: &str, options: &str) -> HaProxy {
+        let bin = debian_tool("haproxy", "haproxy");
+        // A port the OS just handed out and took back: free, unless another test grabs it in
+        // between (then haproxy fails to bind, and the test says so).
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let dir = TempDir::new("haproxy");
+        let config = dir.write(
+            "haproxy.cfg",
+            format!(
+                "global\n    maxconn 100\n\
+                 defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+                 frontend clients\n    bind {addr}\n    default_backend sandport\n\
+                 backend sandport\n{lines}    server s1 {backend} send-proxy-v2 {options}\n"
+            )
+            .as_bytes(),
+        );
+        // -db: in the foreground, no daemon, so killing the child stops it.
+        let mut child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("haproxy starts");
+        let (logs, _) = LogBuffer::capture(child.stderr.take().unwrap());
+        let mut haproxy = HaProxy {
+            child,
+            addr,
+            logs,
+            _dir: dir,
+        };
+        let up = eventually(Duration::from_secs(10), || {
+            if let Ok(Some(status)) = haproxy.child.try_wait() {
+                panic!("haproxy exited: {status}\n{}", haproxy.logs.dump());
+            }
+            std::net::TcpStream::connect(addr).ok()
+        });
+        assert!(
+            up.is_some(),
+            "haproxy never listened on {addr}\n{}",
+            haproxy.logs.dump()
+        );
+        haproxy
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_counts_it() {
+    let server = behind_proxy(&["--max-connections-per-ip", "1"]);
+    let haproxy = HaProxy::start(server.addr, "", "");
+    // Clients on two other loopback addresses: HAProxy itself connects from 127.0.0.1.
+    let mut client = Client::connect_from([127, 0, 0, 2], haproxy.addr);
+    let own = client.local_addr().to_string();
+    assert_eq!(
+        peer_seen(&mut client),
+        own,
+        "haproxy log:\n{}",
+        haproxy.logs.dump()
+    );
+    let opened = server.log_lines_containing("connection opened");
+    assert!(
+        opened
+            .iter()
+            .any(|l| log_field(l, "peer").as_deref() == Some(&*own)),
+        "{opened:?}"
+    );
+    // A second connection from that client is over its cap of 1, though HAProxy's address
+    // has two open; a client from elsewhere is served.
+    let mut second = Client::connect_from([127, 0, 0, 2], haproxy.addr);
+    second.send_line("whoami");
+    second.expect_closed_without_reply(REPLY_TIMEOUT);
+    server.wait_for_log(
+        "--max-connections-per-ip 1 reached for 127.0.0.2",
+        LOG_TIMEOUT,
+    );
+    let mut other = Client::connect_from([127, 0, 0, 3], haproxy.addr);
+    let own = other.local_addr().to_string();
+    assert_eq!(peer_seen(&mut other), own);
+    // The first client is still served.
+    assert_eq!(peer_seen(&mut client), client.local_addr().to_string());
+}
+
+#[test]
+fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
+    let server = Server::builder()
+        .plugin(test_plugin("statetest"))
+        .args(["--proxy-protocol", "--trusted-proxies", "127.0.0.1/32"])
+        .env("RUST_LOG", "info,sandport::server::worker::proxied=debug")
+        .start();
+    // A check every 100 ms that asks statetest `whoami` and expects a number back. HAProxy
+    // puts the server's PROXY header before it: v2 LOCAL, as no client is behind a check.
+    let check = "    option tcp-check\n    tcp-check connect default\n    \
+                 tcp-check send-binary 77686f616d690a\n    tcp-check expect rstring ^[0-9]+\n";
+    let haproxy = HaProxy::start(server.addr, check, "check inter 100ms");
+    // (Waiting for HAProxy to listen made a client connection through it too: not a check.)
+    let line = server.wait_for_log_where(Duration::from_secs(10), "a check's LOCAL header", |l| {
+        l.contains("PROXY header read") && l.contains("header=Local")
+    });
+    let proxy = log_field(&line, "proxy");
+    let client = log_field(&line, "client");
+    assert_eq!(client, proxy, "{line}\nhaproxy:\n{}", haproxy.logs.dump());
+    let conn = log_field(&line, "conn").expect("a conn field");
+    let opened = server.wait_for_log_where(LOG_TIMEOUT, "the check's connection opened", |l| {
+        l.contains("connection opened") && log_field(l, "conn").as_deref() == Some(&*conn)
+    });
+    let peer = log_field(&opened, "peer").unwrap_or_default();
+    assert!(
+        peer.starts_with("127.0.0.1:"),
+        "the proxy's own address: {opened}"
+    );
+    assert!(server
+        .log_lines_containing("closed before it was opened")
+        .is_empty());
+}
+
+#[test]
+fn through_haproxy_the_ratelimit_plugin_counts_each_client_not_the_proxy() {
+    // The `ratelimit` example keys its counts on the peer's IP address (host state).
+    let server = Server::builder()
+        .plugin(test_plugin("ratelimit"))
+        .args(["--proxy-protocol", "--trusted-proxies", "127.0.0.1"])
+        .config("ratelimit.max=2")
+        .config("ratelimit.window_ms=60000")
+        .start();
+    let haproxy = HaProxy::start(server.addr, "", "");
+    let mut noisy = Client::connect_from([127, 0, 0, 2], haproxy.addr);
+    let mut quiet = Client::connect_from([127, 0, 0, 3], haproxy.addr);
+    noisy.roundtrip("1", "1");
+    noisy.roundtrip("2", "2");
+    quiet.roundtrip("1", "1");
+    noisy.roundtrip("3", "rate limit exceeded");
+    noisy.expect_closed_without_reply(REPLY_TIMEOUT);
+    let line = server.wait_for_plugin_log("sent more than 2 messages", "ratelimit");
+    let own = noisy.local_addr().to_string();
+    assert!(
+        line.contains(&own),
+        "the client's own address {own}: {line}"
+    );
+    // The other client, through the same proxy address, has its own count.
+    quiet.roundtrip("2", "2");
+}
