@@ -23,7 +23,7 @@ fn with_metrics(plugins: &[PathBuf], args: &[&str]) -> (Server, SocketAddr) {
 }
 
 /// The metrics address from the `metrics served on http://ADDR/metrics` log line.
-fn metrics_addr(server: &Server) -> SocketAddr {
+pub(crate) fn metrics_addr(server: &Server) -> SocketAddr {
     let line = server.wait_for_log("metrics served on http://", LOG_TIMEOUT);
     let rest = &line[line.find("http://").unwrap() + "http://".len()..];
     let addr = &rest[..rest.find('/').expect("a path after the address")];
@@ -49,7 +49,7 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) 
     (code, head.to_string(), body.to_string())
 }
 
-fn status(addr: SocketAddr, path: &str) -> u16 {
+pub(crate) fn status(addr: SocketAddr, path: &str) -> u16 {
     request(addr, "GET", path).0
 }
 

@@ -12,6 +12,7 @@ mod files;
 mod launch;
 mod logs;
 mod procfs;
+mod redis_server;
 mod server;
 
 pub use client::*;
@@ -19,6 +20,7 @@ pub use files::*;
 pub use launch::*;
 pub use logs::*;
 pub use procfs::*;
+pub use redis_server::*;
 pub use server::*;
 
 use std::thread;

@@ -1,0 +1,112 @@
+//! The `redis://` state backend through the real binary and a real `redis-server`: hosts sharing
+//! one Redis see each other's keys and one quota; Redis stopped mid-run makes state calls answer
+//! `unavailable` errors at once (never hang, never fail the call), `/readyz` says so when asked,
+//! and everything works again once Redis is back on its port.
+
+use std::time::{Duration, Instant};
+
+use super::{ask, expect_error};
+use crate::metrics::{metrics_addr, status};
+use crate::support::*;
+
+/// A `statetest` host on `redis`, with `args`.
+fn host(redis: &RedisServer, args: &[&str]) -> Server {
+    Server::builder()
+        .plugin(test_plugin("statetest"))
+        .args(["--state", &redis.url()])
+        .args(args)
+        .start()
+}
+
+#[test]
+fn hosts_sharing_a_redis_see_each_others_keys_and_one_quota() {
+    let redis = RedisServer::start();
+    let quota = ["--state-max-namespace-bytes", "100"];
+    let (one, two) = (host(&redis, &quota), host(&redis, &quota));
+    let (mut a, mut b) = (one.connect(), two.connect());
+    a.roundtrip("set greeting hello from one", "ok");
+    b.roundtrip("get greeting", "hello from one");
+    b.roundtrip("incr n 2", "2");
+    a.roundtrip("incr n 3", "5");
+    a.roundtrip("setttl t 60000 x", "ok");
+    let ttl = ask(&mut b, "ttl t");
+    assert!(ttl.starts_with("remaining "), "{ttl}");
+    b.roundtrip("keys", "greeting n t");
+    // 22 + 2 + 2 bytes are used through both hosts: 74 more fit, 75 do not.
+    let refused = expect_error(&ask(&mut b, &format!("set big {}", "x".repeat(72))), "set");
+    assert!(refused.contains("quota"), "{refused}");
+    a.roundtrip(&format!("set big {}", "x".repeat(71)), "ok");
+    b.roundtrip("del big", "ok");
+    a.roundtrip("exists big", "false");
+    one.assert_no_call_failed();
+    two.assert_no_call_failed();
+}
+
+#[test]
+fn a_redis_restart_is_unavailable_errors_at_once_then_recovery() {
+    let mut redis = RedisServer::start();
+    let server = host(
+        &redis,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--state-required-for-ready",
+        ],
+    );
+    let m = metrics_addr(&server);
+    let mut c = server.connect();
+    c.roundtrip("set k before", "ok");
+    assert_eq!(status(m, "/readyz"), 200);
+
+    redis.stop();
+    // Every call of the outage answers an error well within its 1 s deadline.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let error = expect_error(&ask(&mut c, "get k"), "get k");
+        assert!(error.contains("unavailable"), "{error}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "an error took {took:?}");
+    }
+    wait_until("/readyz answers 503", REPLY_TIMEOUT, || {
+        status(m, "/readyz") == 503
+    });
+
+    redis.restart();
+    // Redis came back empty (no persistence here); the host reconnects within its backoff.
+    wait_until("state calls succeed again", REPLY_TIMEOUT, || {
+        ask(&mut c, "set k after") == "ok"
+    });
+    c.roundtrip("get k", "after");
+    wait_until("/readyz answers 200", REPLY_TIMEOUT, || {
+        status(m, "/readyz") == 200
+    });
+    // The outage's errors were answers: the connection was served throughout.
+    server.assert_no_call_failed();
+}
+
+#[test]
+fn a_host_starts_without_its_redis_and_serves_once_it_comes() {
+    let mut redis = RedisServer::start();
+    redis.stop();
+    let server = host(
+        &redis,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--state-required-for-ready",
+        ],
+    );
+    server.wait_for_log("state store unreachable", LOG_TIMEOUT);
+    let m = metrics_addr(&server);
+    assert_eq!(status(m, "/readyz"), 503);
+    assert_eq!(status(m, "/healthz"), 200, "alive, only not ready");
+    let mut c = server.connect();
+    let error = expect_error(&ask(&mut c, "incr n 1"), "incr n 1");
+    assert!(error.contains("unavailable"), "{error}");
+
+    redis.restart();
+    wait_until("/readyz answers 200", REPLY_TIMEOUT, || {
+        status(m, "/readyz") == 200
+    });
+    c.roundtrip("incr n 1", "1");
+}
