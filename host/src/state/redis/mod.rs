@@ -15,13 +15,14 @@
 //! `:used` the namespace's bytes, which the quota checks across hosts. A script touches the
 //! value keys of expired keys it sweeps without declaring them, which a single Redis allows.
 //!
-//! **Failures.** A call is bounded by its deadline (socket timeouts, see [`pool`]); Redis down
+//! **Failures.** A call is bounded by its deadline (socket timeouts, see `pool.rs`); Redis down
 //! or restarting is `Unavailable`, at once while reconnecting with backoff. A write whose
 //! deadline passed may or may not have happened, as with the other backends.
 
 use std::time::{Duration, Instant};
 
-use ::redis::{Client, Script, Value};
+use ::redis::io::tcp::TcpSettings;
+use ::redis::{Client, IntoConnectionInfo, Script, Value};
 
 use super::error::{OpenError, Quota, QuotaError};
 use super::ops::{Op, Reply};
@@ -51,7 +52,13 @@ impl Redis {
     /// error: the host starts, logs it, answers state calls `unavailable` and `/readyz` 503
     /// until Redis answers.
     pub fn open(url: &str, quotas: Quotas) -> Result<Self, OpenError> {
-        let client = Client::open(url).map_err(|e| OpenError::RedisUrl(url.to_owned(), e))?;
+        let bad_url = |e| OpenError::RedisUrl(url.to_owned(), e);
+        // Every call is a request then a wait for its reply: never hold a request back.
+        let info = url
+            .into_connection_info()
+            .map_err(bad_url)?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = Client::open(info).map_err(bad_url)?;
         let redis = Redis {
             quotas,
             pool: pool::Pool::new(client),

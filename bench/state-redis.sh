@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# What the redis:// state backend costs a host, against memory: sandport serving `statebench`
+# with OPS state calls per message (half sets, half gets of a 64-byte value), driven by
+# sandport-load, once per backend, with a redis-server of its own on a free loopback port.
+# Prints one line per backend: messages/s and reply latency percentiles.
+#
+# usage: bench/state-redis.sh [OPS (default 2)] [CONNECTIONS (default 16)] [DURATION (default 5s)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ops="${1:-2}" conns="${2:-16}" duration="${3:-5s}"
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release -q -p sandport -p sandport-bench --bins
+plugin=tests/plugins/statebench.wasm
+[ -f "$plugin" ] || { echo "missing $plugin: run cargo xtask plugins" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
+    >/dev/null &
+redis_pid=$!
+pids=("$redis_pid")
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
+
+for state in memory "redis://127.0.0.1:$redis_port"; do
+    port=$(free_port)
+    "$target/release/sandport" --listen "127.0.0.1:$port" --plugin "$plugin" \
+        --config "statebench.ops=$ops" --state "$state" --log-format json 2>/dev/null &
+    pids+=("$!")
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.05; done
+    result=$("$target/release/sandport-load" --addr "127.0.0.1:$port" --connections "$conns" \
+        --duration "$duration" --quiet --json)
+    python3 - "$state" "$ops" "$result" <<'PY'
+import json, sys
+state, ops, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+lat = r.get("latency_us") or r.get("latency") or {}
+print(f"{state:28} ops/msg={ops} " + " ".join(f"{k}={v}" for k, v in r.items() if not isinstance(v, (dict, list))))
+print(f"{'':28} latency: {lat}")
+PY
+    kill "${pids[-1]}"
+    wait "${pids[-1]}" 2>/dev/null || true
+    unset 'pids[-1]'
+done
