@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What the redis:// state backend costs a host, against memory: sandport serving `statebench`
 # with OPS state calls per message (half sets, half gets of a 64-byte value), driven by
-# sandport-load, once per backend, with a redis-server of its own on a free loopback port.
-# Prints one line per backend: messages/s and reply latency percentiles.
+# sandport-load, the backends interleaved for ROUNDS rounds (a shared machine's noise then hits
+# both), with a redis-server of its own on a free loopback port. Prints one line per run:
+# messages/s and reply latency percentiles in microseconds.
 #
-# usage: bench/state-redis.sh [OPS (default 2)] [CONNECTIONS (default 16)] [DURATION (default 5s)]
+# usage: bench/state-redis.sh [OPS (2)] [CONNECTIONS (16)] [DURATION (5s)] [ROUNDS (2)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ops="${1:-2}" conns="${2:-16}" duration="${3:-5s}"
+ops="${1:-2}" conns="${2:-16}" duration="${3:-5s}" rounds="${4:-2}"
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release -q -p sandport -p sandport-bench --bins
 plugin=tests/plugins/statebench.wasm
@@ -22,7 +23,7 @@ pids=("$redis_pid")
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
 
-for state in memory "redis://127.0.0.1:$redis_port"; do
+for state in $(for _ in $(seq "$rounds"); do echo memory "redis://127.0.0.1:$redis_port"; done); do
     port=$(free_port)
     "$target/release/sandport" --listen "127.0.0.1:$port" --plugin "$plugin" \
         --config "statebench.ops=$ops" --state "$state" --log-format json 2>/dev/null &
@@ -33,9 +34,10 @@ for state in memory "redis://127.0.0.1:$redis_port"; do
     python3 - "$state" "$ops" "$result" <<'PY'
 import json, sys
 state, ops, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-lat = r.get("latency_us") or r.get("latency") or {}
-print(f"{state:28} ops/msg={ops} " + " ".join(f"{k}={v}" for k, v in r.items() if not isinstance(v, (dict, list))))
-print(f"{'':28} latency: {lat}")
+lat = r["latency_us"]
+print(f"{state:28} ops/msg={ops} connections={r['connections']} "
+      f"msgs/s={r['msgs_per_sec']:.0f} p50={lat['p50']:.0f}us p90={lat['p90']:.0f}us "
+      f"p99={lat['p99']:.0f}us")
 PY
     kill "${pids[-1]}"
     wait "${pids[-1]}" 2>/dev/null || true
