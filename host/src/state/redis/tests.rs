@@ -192,3 +192,36 @@ fn a_frozen_redis_never_holds_a_call_past_its_deadline() {
     });
     assert_eq!(backend.ttl(&ns(), "k", soon()).unwrap(), Ttl::Persistent);
 }
+
+#[test]
+fn workers_waiting_on_redis_wait_side_by_side_not_in_line() {
+    let server = RedisServer::start();
+    let backend = Redis::open(&server.url(), Quotas::default()).unwrap();
+    backend.set(&ns(), "k", b"v", None, soon()).unwrap();
+    let pid = server.pid().unwrap() as libc::pid_t;
+    // SAFETY: signals our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Four calls that each wait out a 300 ms deadline: on one shared socket they would take
+    // 1.2 s, one after the other; on a connection each, 300 ms together.
+    let budget = Duration::from_millis(300);
+    let started = Instant::now();
+    let took: Vec<Duration> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    unavailable(backend.get(&ns(), "k", started + budget));
+                    started.elapsed()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for t in &took {
+        assert!(*t < budget + Duration::from_millis(150), "{took:?}");
+    }
+    eventually("the thawed store answers", || {
+        backend.get(&ns(), "k", soon()).is_ok()
+    });
+}
