@@ -1,5 +1,6 @@
 //! The `redis://` state backend through the real binary and a real `redis-server`: hosts sharing
-//! one Redis see each other's keys and one quota; Redis stopped mid-run makes state calls answer
+//! one Redis see each other's keys and one quota, and a rate limit holds across them; Redis
+//! stopped mid-run makes state calls answer
 //! `unavailable` errors at once (never hang, never fail the call), `/readyz` says so when asked,
 //! and everything works again once Redis is back on its port.
 
@@ -40,6 +41,28 @@ fn hosts_sharing_a_redis_see_each_others_keys_and_one_quota() {
     a.roundtrip("exists big", "false");
     one.assert_no_call_failed();
     two.assert_no_call_failed();
+}
+
+#[test]
+fn the_rate_limiter_counts_a_client_across_hosts() {
+    let redis = RedisServer::start();
+    let limiter = || {
+        Server::builder()
+            .plugin(test_plugin("ratelimit"))
+            .args(["--state", &redis.url()])
+            .config("ratelimit.max=3")
+            .config("ratelimit.window_ms=60000")
+            .start()
+    };
+    let (one, two) = (limiter(), limiter());
+    let (mut a, mut b) = (one.connect(), two.connect());
+    a.roundtrip("a1", "a1");
+    b.roundtrip("b1", "b1");
+    a.roundtrip("a2", "a2");
+    // The fourth message from 127.0.0.1, on whichever host, is one too many.
+    b.roundtrip("b2", "rate limit exceeded");
+    b.expect_closed_without_reply(REPLY_TIMEOUT);
+    a.roundtrip("a3", "rate limit exceeded");
 }
 
 #[test]
