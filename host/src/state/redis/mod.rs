@@ -55,10 +55,10 @@ impl Redis {
     /// until Redis answers.
     pub fn open(url: &str, quotas: Quotas) -> Result<Self, OpenError> {
         let bad_url = |e| OpenError::RedisUrl(url.to_owned(), e);
-        // Every call is a request then a wait for its reply: never hold a request back.
         let info = url.into_connection_info().map_err(bad_url)?;
         // No `CLIENT SETINFO` at connect: one round trip less for every new connection.
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        // Every call is a request then a wait for its reply: never hold a request back (Nagle).
         let info = info
             .set_redis_settings(settings)
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
