@@ -1,8 +1,8 @@
 //! The `redis://` state backend through the real binary and a real `redis-server`: hosts sharing
 //! one Redis see each other's keys and one quota, and a rate limit holds across them; Redis
 //! stopped mid-run makes state calls answer
-//! `unavailable` errors at once (never hang, never fail the call), `/readyz` says so when asked,
-//! and everything works again once Redis is back on its port.
+//! `unavailable` errors at once (never hang, never fail the call), under load too, `/readyz` says
+//! so when asked, and everything works again once Redis is back on its port.
 
 use std::time::{Duration, Instant};
 
@@ -132,4 +132,52 @@ fn a_host_starts_without_its_redis_and_serves_once_it_comes() {
         status(m, "/readyz") == 200
     });
     c.roundtrip("incr n 1", "1");
+}
+
+/// Redis restarted under load: every reply of the outage is an `unavailable` error within the
+/// call's deadline (never a hang, never a closed connection), and every client is served again.
+#[test]
+fn a_redis_restart_under_load_costs_errors_never_hangs() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+    let mut redis = RedisServer::start();
+    let server = host(&redis, &["--workers", "2"]);
+    let (stop, served, refused) = (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let mut c = server.connect();
+            let (stop, served, refused) = (&stop, &served, &refused);
+            s.spawn(move || {
+                while !stop.load(Relaxed) {
+                    c.send_line("incr n 1");
+                    // 1 s deadline per call (the default --timeout-ms), plus slack for a busy box.
+                    let reply = c
+                        .recv_line(Duration::from_secs(2))
+                        .unwrap_or_else(|e| panic!("no reply within 2 s: {e:?}"));
+                    if reply.parse::<i64>().is_ok() {
+                        served.fetch_add(1, Relaxed);
+                    } else {
+                        let error = expect_error(&reply, "incr n 1");
+                        assert!(error.contains("unavailable"), "{error}");
+                        refused.fetch_add(1, Relaxed);
+                    }
+                }
+            });
+        }
+        let served = &served;
+        wait_until("clients are served", REPLY_TIMEOUT, || {
+            served.load(Relaxed) >= 100
+        });
+        redis.stop();
+        wait_until("the outage is answered with errors", REPLY_TIMEOUT, || {
+            refused.load(Relaxed) >= 50
+        });
+        redis.restart();
+        let before = served.load(Relaxed);
+        wait_until("clients are served again", REPLY_TIMEOUT, || {
+            served.load(Relaxed) >= before + 100
+        });
+        stop.store(true, Relaxed);
+    });
+    server.assert_no_call_failed();
 }
