@@ -1,8 +1,8 @@
 //! The `redis://` state backend through the real binary and a real `redis-server`: hosts sharing
 //! one Redis see each other's keys and one quota, and a rate limit holds across them; Redis
-//! stopped mid-run makes state calls answer
-//! `unavailable` errors at once (never hang, never fail the call), under load too, `/readyz` says
-//! so when asked, and everything works again once Redis is back on its port.
+//! stopped mid-run, under load too, makes state calls answer `unavailable` errors at once (never
+//! hang, never fail the call), `/readyz` says so when asked, and everything works again once
+//! Redis is back on its port.
 
 use std::time::{Duration, Instant};
 
