@@ -13,7 +13,8 @@
 #   --all-plugins   build every plugin with `cargo xtask plugins` (Python and JS included, for the
 #                   start-up scenario) instead of only the Rust echo.wasm
 #   --no-build      use the binaries and plugins already built
-#   --no-micro      skip the criterion microbenchmarks (cargo bench -p sandport --bench call_path)
+#   --no-micro      skip the criterion microbenchmarks (cargo bench -p sandport --bench call_path
+#                   and --bench state, which starts a redis-server of its own for `redis://`)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,9 +93,11 @@ if [ "$micro" = 1 ]; then
     if [ "$smoke" = 1 ]; then
         say "microbenchmarks, once each (cargo bench -- --test)"
         cargo bench -p sandport --bench call_path -- --test
+        cargo bench -p sandport --bench state -- --test
     else
-        say "microbenchmarks (cargo bench -p sandport --bench call_path)"
+        say "microbenchmarks (cargo bench -p sandport --bench call_path, --bench state)"
         cargo bench -p sandport --bench call_path
+        cargo bench -p sandport --bench state
     fi
 fi
 

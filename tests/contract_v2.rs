@@ -1,6 +1,6 @@
 //! Contract 0.2 (`wit/v0.2`, `sandport:plugin@0.2.0`) through the real binary, under the default
 //! `--isolation message` unless a test says otherwise: host state (`wasi:keyvalue`, expiry,
-//! quotas, namespaces, the file backend), messaging and rooms, and the plugins written on it
+//! quotas, namespaces, the file and Redis backends), messaging and rooms, and the plugins written on it
 //! (`chat`, `ratelimit`, `statetest`, `echo2`), next to 0.1 plugins.
 //!
 //! Most tests drive `statetest`, which exposes every state and messaging operation as a line
@@ -13,6 +13,7 @@ mod messaging;
 mod namespaces;
 mod quotas;
 mod ratelimit;
+mod redis;
 mod slow_consumer;
 mod state;
 

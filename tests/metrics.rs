@@ -48,7 +48,7 @@ fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) 
     (code, head.to_string(), body.to_string())
 }
 
-fn status(addr: SocketAddr, path: &str) -> u16 {
+pub(crate) fn status(addr: SocketAddr, path: &str) -> u16 {
     request(addr, "GET", path).0
 }
 

@@ -13,6 +13,7 @@ mod files;
 mod launch;
 mod logs;
 mod procfs;
+mod redis_server;
 mod server;
 
 pub use client::*;
@@ -21,6 +22,7 @@ pub use files::*;
 pub use launch::*;
 pub use logs::*;
 pub use procfs::*;
+pub use redis_server::*;
 pub use server::*;
 
 use std::thread;

@@ -81,8 +81,9 @@ pub struct LoadArgs {
     #[arg(long, env = "SANDPORT_NO_CACHE")]
     pub no_cache: bool,
 
-    /// Where contract 0.2 plugins keep state: `memory` (shared by all workers, gone at exit) or
-    /// `file:PATH` (durable: every acknowledged write is synced to disk first).
+    /// Where contract 0.2 plugins keep state: `memory` (shared by all workers, gone at exit),
+    /// `file:PATH` (durable: every acknowledged write is synced to disk first) or
+    /// `redis://HOST:PORT[/DB]` (shared by every host naming the same Redis).
     #[arg(long, env = "SANDPORT_STATE", default_value = "memory")]
     pub state: String,
 
@@ -119,6 +120,13 @@ pub struct ServeArgs {
     /// probes; off unless given (port 0 picks a free port; the log says which).
     #[arg(long, env = "SANDPORT_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Make `/readyz` answer 503 while the state store cannot answer (a `redis://` store that
+    /// is down), so a load balancer sends clients to hosts that reach theirs. Off by default:
+    /// when every host shares one Redis, an outage would take them all out of rotation,
+    /// stateless plugins included.
+    #[arg(long, env = "SANDPORT_STATE_REQUIRED_FOR_READY")]
+    pub state_required_for_ready: bool,
 
     /// Plugin to run, repeatable: each message goes through them in the order given. A bare name
     /// that is not a file here is looked up in --plugins-dir. Without any, every *.wasm in
@@ -241,6 +249,7 @@ impl ServeArgs {
         Ok(Config {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
+            state_required_for_ready: self.state_required_for_ready,
             workers: self.workers.unwrap_or(defaults.workers),
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,

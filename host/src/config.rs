@@ -24,6 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-listen`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether `/readyz` also asks the state store (`--state-required-for-ready`).
+    pub state_required_for_ready: bool,
     /// The plugin files of the chain, in call order (`--plugin`, or the plugins folder).
     pub plugins: Vec<PathBuf>,
     /// Per-plugin settings read by the `config-get` import, keyed by plugin name (`--config`).
@@ -71,7 +73,8 @@ pub struct Config {
     pub write_timeout: Option<Duration>,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
-    /// The host state store of contract 0.2 plugins: `memory` or `file:PATH` (`--state`).
+    /// The host state store of contract 0.2 plugins: `memory`, `file:PATH` or
+    /// `redis://HOST:PORT[/DB]` (`--state`).
     pub state: String,
     /// Size limits on what plugins store.
     pub state_quotas: Quotas,
@@ -101,6 +104,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
             metrics_listen: None,
+            state_required_for_ready: false,
             plugins: Vec::new(),
             plugin_config: BTreeMap::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -104,7 +104,11 @@ fn a_state_store_that_cannot_be_opened_stops_the_start_with_the_reason() {
         assert!(stderr.contains("cannot open the state store"), "{stderr}");
         assert!(stderr.contains(want), "--state {state}: {stderr}");
     };
-    refused("redis://127.0.0.1:6379", "expected `memory` or `file:PATH`");
+    refused(
+        "postgres://127.0.0.1:5432",
+        "expected `memory`, `file:PATH` or `redis://HOST:PORT[/DB]`",
+    );
+    refused("redis://127.0.0.1:notaport", "not a usable Redis URL");
     refused(
         &format!("file:{}", not_db.display()),
         "cannot be opened as a state database",

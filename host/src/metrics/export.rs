@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -16,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::{Metrics, Op, Ops, StageCounters, BUCKETS_NS, HOOKS};
 use crate::server::stats::{Close, Stats, CAUSES};
+use crate::state::{Backend, StateError};
 
 /// The `Content-Type` of what [`Exporter::render`] writes.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -35,6 +37,18 @@ pub struct Exporter {
     ops: Arc<Ops>,
     /// The chain's plugin names, by stage.
     stages: Arc<[Arc<str>]>,
+    /// The state store `/readyz` asks too (`--state-required-for-ready`).
+    state: Option<StateCheck>,
+}
+
+/// The store behind [`Exporter::with_state_check`].
+#[derive(Clone)]
+struct StateCheck(Arc<dyn Backend>);
+
+impl fmt::Debug for StateCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StateCheck")
+    }
 }
 
 impl Exporter {
@@ -49,6 +63,21 @@ impl Exporter {
             metrics,
             ops,
             stages: stages.into(),
+            state: None,
+        }
+    }
+
+    /// Makes [`Exporter::state_ready`] (so `/readyz`) ask `state` whether it can answer.
+    pub fn with_state_check(mut self, state: Arc<dyn Backend>) -> Self {
+        self.state = Some(StateCheck(state));
+        self
+    }
+
+    /// Whether the state store answers by `deadline`; always, unless asked to check it.
+    pub fn state_ready(&self, deadline: Instant) -> Result<(), StateError> {
+        match &self.state {
+            Some(StateCheck(state)) => state.ready(deadline),
+            None => Ok(()),
         }
     }
 

@@ -13,7 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::export::{Exporter, CONTENT_TYPE};
 use crate::error::Error;
@@ -24,6 +24,9 @@ use crate::shutdown::Shutdown;
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest request head read; a larger one is answered 431.
 const MAX_REQUEST: usize = 8 << 10;
+/// How long `/readyz` waits for the state store (with `--state-required-for-ready`): well
+/// under a probe's usual 1 s timeout, so a silent store is a 503, not a probe timeout.
+const STATE_PROBE: Duration = Duration::from_millis(250);
 /// Pause after a failed accept (out of file descriptors), instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -48,7 +51,8 @@ impl Endpoint {
     }
 
     /// Serves on the `sandport-metrics` thread until the process exits. `/readyz` answers 503
-    /// from the moment `shutdown` is triggered.
+    /// from the moment `shutdown` is triggered, and while the state store cannot answer if the
+    /// exporter checks it ([`Exporter::with_state_check`]).
     pub fn serve(self, exporter: Exporter, shutdown: Shutdown) -> Result<(), Error> {
         std::thread::Builder::new()
             .name("sandport-metrics".into())
@@ -111,7 +115,18 @@ fn answer(mut stream: TcpStream, exporter: &Exporter, shutdown: &Shutdown) -> io
         "/readyz" if shutdown.is_triggered() => {
             respond(&mut stream, Status::Unavailable, "draining\n", head)
         }
-        "/readyz" => respond(&mut stream, Status::Ok, "ready\n", head),
+        "/readyz" => match exporter.state_ready(Instant::now() + STATE_PROBE) {
+            Ok(()) => respond(&mut stream, Status::Ok, "ready\n", head),
+            Err(e) => {
+                tracing::debug!("not ready: {}", crate::error::report(&e));
+                respond(
+                    &mut stream,
+                    Status::Unavailable,
+                    "state store unavailable\n",
+                    head,
+                )
+            }
+        },
         _ => respond(&mut stream, Status::NotFound, "not found\n", head),
     }
 }

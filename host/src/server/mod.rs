@@ -83,15 +83,21 @@ impl Server {
         self.stats.clone()
     }
 
-    /// What `/metrics` serves: these stats and the workers' counters, read at each scrape.
+    /// What `/metrics` serves: these stats and the workers' counters, read at each scrape; and
+    /// with `--state-required-for-ready`, the store `/readyz` asks.
     pub fn exporter(&self) -> Exporter {
         let stages = self.plugins.chain.iter().map(|p| p.name.clone()).collect();
-        Exporter::new(
+        let exporter = Exporter::new(
             self.stats.clone(),
             self.metrics.clone(),
             self.plugins.ops.clone(),
             stages,
-        )
+        );
+        if self.config.state_required_for_ready {
+            exporter.with_state_check(self.plugins.state.clone())
+        } else {
+            exporter
+        }
     }
 
     pub fn config(&self) -> &Config {

@@ -130,6 +130,11 @@ pub(crate) fn increment_counts_and_refuses(make: Make) {
             "unchanged"
         );
     }
+    // Leading zeros and a negative zero are what Rust's `i64` parsing makes of them.
+    for (stored, next) in [(&b"007"[..], 8), (b"-0", 1), (b"-0012", -11)] {
+        b.set(&a, "z", stored, None, soon()).unwrap();
+        assert_eq!(b.increment(&a, "z", 1, soon()).unwrap(), next, "{stored:?}");
+    }
     b.set(&a, "max", i64::MAX.to_string().as_bytes(), None, soon())
         .unwrap();
     assert!(matches!(

@@ -57,7 +57,12 @@ pub enum Unavailable {
     /// The store has shut down (its writer thread is gone).
     #[error("the store has shut down")]
     Closed,
-    /// The store itself failed (I/O, a corrupt page); the cause is the source.
+    /// A networked store could not be reached lately; calls fail at once until the next
+    /// connection attempt, which backs off (see the Redis backend's pool).
+    #[error("the store could not be reached; reconnecting with backoff")]
+    Backoff,
+    /// The store itself failed (I/O, a corrupt page, a dropped connection); the cause is the
+    /// source.
     #[error("the store failed")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -98,9 +103,12 @@ pub struct NamespaceError(pub String);
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(
-        "unknown state backend {0:?}: expected `memory` or `file:PATH` (`redis://` comes in a later version)"
+        "unknown state backend {0:?}: expected `memory`, `file:PATH` or `redis://HOST:PORT[/DB]`"
     )]
     UnknownSpec(String),
+
+    #[error("{0:?} is not a usable Redis URL (`redis://HOST:PORT[/DB]`)")]
+    RedisUrl(String, #[source] ::redis::RedisError),
 
     #[error("state database {0} is in use by another process (or already open in this one)")]
     Locked(PathBuf),

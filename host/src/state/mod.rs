@@ -20,6 +20,7 @@ pub mod file;
 pub mod memory;
 mod ops;
 mod quota;
+pub mod redis;
 
 #[cfg(test)]
 mod conformance;
@@ -50,6 +51,13 @@ pub trait Backend: Send + Sync {
 
     /// The bytes (keys + values) `ns`'s live keys hold: what its quota is checked against.
     fn usage(&self, ns: &Namespace, deadline: Instant) -> Answer<u64>;
+
+    /// Whether the store can answer now, by `deadline`: what `/readyz` reports. An in-process
+    /// store always can; a networked one says whether it is reachable.
+    fn ready(&self, deadline: Instant) -> Result<(), StateError> {
+        let _ = deadline;
+        Ok(())
+    }
 
     fn get(&self, ns: &Namespace, key: &str, deadline: Instant) -> Answer<Option<Vec<u8>>> {
         match self.run(ns, key, Op::Get, deadline)? {
@@ -188,10 +196,14 @@ impl Namespace {
     }
 }
 
-/// The store a `--state` value names, enforcing `quotas`: `memory` or `file:PATH`.
+/// The store a `--state` value names, enforcing `quotas`: `memory`, `file:PATH` or
+/// `redis://HOST:PORT[/DB]`.
 pub fn open(spec: &str, quotas: Quotas) -> Result<Arc<dyn Backend>, OpenError> {
     if spec == "memory" {
         return Ok(Arc::new(memory::Memory::new(quotas)));
+    }
+    if spec.starts_with("redis://") {
+        return Ok(Arc::new(redis::Redis::open(spec, quotas)?));
     }
     match spec.strip_prefix("file:") {
         Some(path) if !path.is_empty() => Ok(Arc::new(file::File::open(path, quotas)?)),
@@ -217,12 +229,18 @@ mod tests {
     }
 
     #[test]
-    fn open_takes_memory_and_file_and_says_what_else_it_takes() {
+    fn open_takes_memory_file_and_redis_and_says_what_else_it_takes() {
         assert!(open("memory", Quotas::default()).is_ok());
-        for bad in ["", "redis://localhost", "file:", "Memory"] {
+        for bad in ["", "rediss://localhost", "file:", "Memory", "redis:/x"] {
             let err = open(bad, Quotas::default()).err().unwrap().to_string();
-            assert!(err.contains("`memory` or `file:PATH`"), "{err}");
-            assert!(err.contains("`redis://` comes in a later version"), "{err}");
+            assert!(
+                err.contains("`memory`, `file:PATH` or `redis://HOST:PORT[/DB]`"),
+                "{err}"
+            );
+        }
+        for bad in ["redis://host:notaport", "redis://host/notadb"] {
+            let err = open(bad, Quotas::default()).err().unwrap().to_string();
+            assert!(err.contains("not a usable Redis URL"), "{bad}: {err}");
         }
     }
 }

@@ -877,6 +877,9 @@ pub fn micro(ctx: &Ctx, since: Option<SystemTime>) -> Section {
             }
         }
     }
+    if let Some(line) = redis_state_op(&found) {
+        let _ = writeln!(body, "\n{line}");
+    }
     if let Some(t) = state_op_target(&found) {
         let _ = writeln!(
             body,
@@ -891,6 +894,28 @@ pub fn micro(ctx: &Ctx, since: Option<SystemTime>) -> Section {
         body,
         targets,
     }
+}
+
+/// What the `redis://` backend costs a state call next to `memory` (`--bench state`, host side).
+fn redis_state_op(found: &[(String, f64, f64)]) -> Option<String> {
+    let time = |id: &str| {
+        found
+            .iter()
+            .find(|(found, _, _)| found == id)
+            .map(|(_, typical, _)| *typical)
+    };
+    let (redis_get, redis_set) = (time("state_redis/get_64B")?, time("state_redis/set_64B")?);
+    let (memory_get, memory_set) = (time("state_memory/get_64B")?, time("state_memory/set_64B")?);
+    Some(format!(
+        "One state get / set on the `redis://` backend (`cargo bench -p sandport --bench state`: \
+         host side, a redis-server on loopback, one round trip and the operation's Lua script): \
+         {} / {}, against {} / {} on `memory`; the throughput cost end to end is measured by \
+         `bench/state-redis.sh` (see docs/state-redis.md).",
+        ns(redis_get),
+        ns(redis_set),
+        ns(memory_get),
+        ns(memory_set)
+    ))
 }
 
 /// A state call's cost from a guest: the 16-op echo minus the plain one, over 16.
