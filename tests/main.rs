@@ -11,6 +11,7 @@ mod chains;
 mod config;
 mod contract_v2;
 mod core_abi;
+mod deploy;
 mod framing;
 mod hostile;
 mod in_process;

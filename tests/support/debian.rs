@@ -1,5 +1,6 @@
-//! Debian tools the tests drive (`promtool`, `haproxy`): found on the PATH, or installed with
-//! apt-get. A test that needs a real tool fails, never skips, when it cannot be had.
+//! Debian tools the tests drive (`promtool`, `haproxy`, `systemd-analyze`): found on the PATH,
+//! or installed with apt-get. A test that needs a real tool fails, never skips, when it cannot
+//! be had.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
