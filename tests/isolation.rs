@@ -88,3 +88,60 @@ fn worker_isolation_with_one_worker_shares_state_across_connections() {
     b.send_line("tick");
     b.expect_line("5");
 }
+
+/// A chain of `upper` (stateless, under the server's mode) then `counter` under its own mode.
+fn mixed_chain(extra: &[&str]) -> Server {
+    Server::builder()
+        .plugin(plugin("upper"))
+        .plugin(test_plugin("counter"))
+        .args(["--workers", "1"])
+        .args(extra)
+        .start()
+}
+
+#[test]
+fn one_stage_of_a_chain_can_run_under_worker_isolation_while_the_rest_is_per_message() {
+    let server = mixed_chain(&["--isolation", "message", "--isolation-of", "counter=worker"]);
+    let mut a = server.connect();
+    let mut b = server.connect();
+    // One instance of `counter` for the worker: it counts across messages and connections.
+    a.roundtrip("tick", "1");
+    a.roundtrip("tick", "2");
+    b.roundtrip("tick", "3");
+    a.roundtrip("tick", "4");
+}
+
+#[test]
+fn isolation_of_can_make_one_stage_stricter_or_per_connection() {
+    let strict = mixed_chain(&["--isolation", "worker", "--isolation-of", "counter=message"]);
+    let mut a = strict.connect();
+    for _ in 0..3 {
+        a.roundtrip("tick", "1");
+    }
+    let per_conn = mixed_chain(&["--isolation-of", "counter=connection"]);
+    let mut a = per_conn.connect();
+    let mut b = per_conn.connect();
+    a.roundtrip("tick", "1");
+    a.roundtrip("tick", "2");
+    b.roundtrip("tick", "1");
+    a.roundtrip("tick", "3");
+}
+
+#[test]
+fn isolation_of_a_plugin_not_loaded_or_an_unknown_mode_is_refused_at_start() {
+    let counter = test_plugin("counter");
+    for (value, want) in [
+        ("nosuch=worker", "no plugin named `nosuch`"),
+        ("counter=fast", "message, connection or worker"),
+        ("counter", "PLUGIN=MODE"),
+    ] {
+        let (code, stderr) = run_expect_failure([
+            "--plugin".as_ref(),
+            counter.as_os_str(),
+            "--isolation-of".as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(code, 2, "{value}: {stderr}");
+        assert!(stderr.contains(want), "{value}: {stderr}");
+    }
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    ByteSize, Cidr, Config, Framing, Isolation, OnError, PluginSetting, SharedState, Timeout,
+    ByteSize, Cidr, Config, Framing, Isolation, IsolationOf, OnError, PluginSetting, SharedState,
+    Timeout,
 };
 use crate::error::Error;
 use crate::state::Quotas;
@@ -174,6 +175,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_ISOLATION", value_enum, default_value_t = Isolation::Message)]
     pub isolation: Isolation,
 
+    /// One plugin of the chain under its own mode, PLUGIN=MODE; repeatable (a trusted router
+    /// under `worker` before an untrusted stage under `message`, say).
+    #[arg(long, value_name = "PLUGIN=MODE")]
+    pub isolation_of: Vec<IsolationOf>,
+
     /// How the byte stream is cut into messages.
     #[arg(long, env = "SANDPORT_FRAMING", value_enum, default_value_t = Framing::Line)]
     pub framing: Framing,
@@ -256,6 +262,9 @@ impl ServeArgs {
             proxy_protocol: self.proxy_protocol,
             trusted_proxies: self.trusted_proxies,
             isolation: self.isolation,
+            isolation_of: (self.isolation_of.into_iter())
+                .map(|o| (o.plugin, o.isolation))
+                .collect(),
             framing: self.framing,
             max_message_bytes: size(self.max_message_bytes),
             max_output_bytes: size(self.max_output_bytes),

@@ -12,7 +12,7 @@ use crate::error::Error;
 mod cidr;
 mod flags;
 pub use cidr::Cidr;
-pub use flags::{ByteSize, PluginSetting, SharedState, Timeout};
+pub use flags::{ByteSize, IsolationOf, PluginSetting, SharedState, Timeout};
 
 use crate::state::Quotas;
 
@@ -43,6 +43,8 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// What gets a fresh plugin instance.
     pub isolation: Isolation,
+    /// Plugins of the chain under another mode than `isolation`, by name (`--isolation-of`).
+    pub isolation_of: BTreeMap<String, Isolation>,
     /// How bytes on the socket become messages and replies become bytes.
     pub framing: Framing,
     /// Largest message accepted from a client, checked before buffering it.
@@ -113,6 +115,7 @@ impl Default for Config {
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
             isolation: Isolation::Message,
+            isolation_of: BTreeMap::new(),
             framing: Framing::Line,
             max_message_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
@@ -235,6 +238,12 @@ impl Config {
                 )));
             }
         }
+        if let Some(p) = self.isolation_of.keys().find(|p| !names.contains(p)) {
+            return Err(Error::config(format!(
+                "--isolation-of {p}: no plugin named `{p}` is loaded (loaded: {})",
+                names.join(", ")
+            )));
+        }
         for (plugin, settings) in &self.plugin_config {
             if !names.contains(plugin) {
                 let key = settings.keys().next().map_or("", String::as_str);
@@ -245,6 +254,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The isolation mode plugin `name` runs under.
+    pub fn isolation_for(&self, name: &str) -> Isolation {
+        self.isolation_of
+            .get(name)
+            .copied()
+            .unwrap_or(self.isolation)
     }
 }
 

@@ -142,7 +142,7 @@ pub fn call(config: &Config, message: &[u8]) -> Result<(), Error> {
     let plugins = Arc::new(Plugins::load(config, CutOff::default())?);
     let (messenger, deliveries, _poll) = lone_messenger(config)
         .map_err(|e| Error::Runtime(anyhow::Error::new(e).context("cannot set up messaging")))?;
-    let mut pool = WorkerPool::new(plugins, config.isolation, Some(messenger.clone()));
+    let mut pool = WorkerPool::new(plugins, Some(messenger.clone()));
     let mut own = ConnInstances::default();
     let conn = Connection {
         id: 1,

@@ -118,7 +118,7 @@ pub fn pool_with(plugin: &Path, isolation: Isolation, settings: &[(&str, &str)])
             sandport::error::report(&e)
         )
     }));
-    Case::Pool(WorkerPool::new(plugins, isolation, None))
+    Case::Pool(WorkerPool::new(plugins, None))
 }
 
 pub fn conn() -> Connection {

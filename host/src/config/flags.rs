@@ -140,10 +140,60 @@ impl FromStr for SharedState {
     }
 }
 
+/// `--isolation-of PLUGIN=MODE`: one plugin of a chain under its own isolation mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolationOf {
+    pub plugin: String,
+    pub isolation: super::Isolation,
+}
+
+impl FromStr for IsolationOf {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (plugin, mode) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not PLUGIN=MODE: there is no `=`"))?;
+        let plugin = plugin.trim();
+        if plugin.is_empty() {
+            return Err(format!(
+                "`{s}` is not PLUGIN=MODE: the plugin name is empty"
+            ));
+        }
+        let isolation = <super::Isolation as clap::ValueEnum>::from_str(mode.trim(), true)
+            .map_err(|_| {
+                format!("`{mode}` is not an isolation mode: message, connection or worker")
+            })?;
+        Ok(IsolationOf {
+            plugin: plugin.to_string(),
+            isolation,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn isolation_of_names_a_plugin_and_a_mode() {
+        let want = IsolationOf {
+            plugin: "router".into(),
+            isolation: crate::config::Isolation::Worker,
+        };
+        assert_eq!("router=worker".parse(), Ok(want));
+        assert!("router"
+            .parse::<IsolationOf>()
+            .unwrap_err()
+            .contains("no `=`"));
+        assert!("=worker"
+            .parse::<IsolationOf>()
+            .unwrap_err()
+            .contains("empty"));
+        let bad = "router=fast".parse::<IsolationOf>().unwrap_err();
+        assert!(bad.contains("message, connection or worker"), "{bad}");
+    }
 
     #[test]
     fn sizes_parse_with_and_without_units() {

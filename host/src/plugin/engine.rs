@@ -19,15 +19,16 @@ const RESERVATION_BUDGET: u64 = 32 << 40;
 
 /// Component instances that can be alive at once: what the pool must hold.
 pub fn instance_slots(cfg: &Config) -> u32 {
-    let plugins = cfg.plugins.len() as u64;
     let workers = cfg.workers as u64;
-    // Each worker runs one call at a time; an instance being replaced after an error can overlap
-    // with its successor, and loading instantiates each plugin once to check it.
-    let base = workers * plugins * 2 + plugins;
-    let slots = match cfg.isolation {
-        Isolation::Message | Isolation::Worker => base,
-        Isolation::Connection => cfg.max_connections as u64 * plugins + base,
-    };
+    // Per plugin: each worker runs one call at a time; an instance being replaced after an
+    // error can overlap with its successor, and loading instantiates each plugin once to check
+    // it. Under `connection`, each connection holds one more.
+    let slots: u64 = (cfg.plugins.iter())
+        .map(|p| match cfg.isolation_for(&super::name_of(p)) {
+            Isolation::Message | Isolation::Worker => workers * 2 + 1,
+            Isolation::Connection => cfg.max_connections as u64 + workers * 2 + 1,
+        })
+        .sum();
     slots.min(u32::MAX as u64 / CORE_INSTANCES_PER_COMPONENT as u64) as u32
 }
 

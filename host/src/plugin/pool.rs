@@ -115,7 +115,8 @@ impl Cause {
 /// One worker's view of the plugins: never shared with another thread.
 pub struct WorkerPool {
     plugins: Arc<Plugins>,
-    isolation: Isolation,
+    /// Each plugin's isolation mode, in chain order (copied out of `plugins`: read every call).
+    isolation: Vec<Isolation>,
     /// Under `--isolation worker`, one long-lived instance per plugin.
     shared: Vec<Option<Instance>>,
     /// Under `--isolation message`, each plugin's host state from its last instance, recycled
@@ -128,11 +129,8 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    pub fn new(
-        plugins: Arc<Plugins>,
-        isolation: Isolation,
-        messenger: Option<Arc<Messenger>>,
-    ) -> Self {
+    pub fn new(plugins: Arc<Plugins>, messenger: Option<Arc<Messenger>>) -> Self {
+        let isolation = plugins.chain.iter().map(|p| p.isolation).collect();
         let shared = plugins.chain.iter().map(|_| None).collect();
         let spare = plugins.chain.iter().map(|_| None).collect();
         WorkerPool {
@@ -269,7 +267,7 @@ impl WorkerPool {
     }
 
     fn slot<'a>(&'a mut self, i: usize, own: &'a mut ConnInstances) -> &'a mut Option<Instance> {
-        slot_of(&mut self.shared, self.isolation, i, own)
+        slot_of(&mut self.shared, self.isolation[i], i, own)
     }
 
     /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
@@ -294,7 +292,7 @@ impl WorkerPool {
             metrics,
         } = self;
         let plugin = &plugins.chain[i];
-        let fresh_each_call = *isolation == Isolation::Message;
+        let fresh_each_call = isolation[i] == Isolation::Message;
         let fail = |cause| CallError {
             plugin: plugin.name.clone(),
             hook,
@@ -304,7 +302,7 @@ impl WorkerPool {
         let start = |store: &mut Store<HostState>| {
             limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::CutOff))
         };
-        let slot = slot_of(shared, *isolation, i, own);
+        let slot = slot_of(shared, isolation[i], i, own);
         let started = match slot {
             Some(inst) => match start(&mut inst.store) {
                 Ok(started) => started,

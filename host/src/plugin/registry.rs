@@ -19,7 +19,7 @@ use super::host_api::HostState;
 use super::instance::{Handle, Instance};
 use super::limits::{self, CutOff, Limits};
 use super::services::Services;
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::error::Error;
 use crate::server::messaging::Messenger;
 use crate::state::{self, Backend, Namespace};
@@ -44,6 +44,8 @@ pub struct Plugin {
     /// shared ones the operator gave it (`--shared-state`).
     pub namespace: Option<Namespace>,
     pub shared: Arc<BTreeSet<String>>,
+    /// What gets a fresh instance of it (`--isolation`, or its own `--isolation-of`).
+    pub isolation: Isolation,
 }
 
 /// The two kinds of plugin file, each pre-linked.
@@ -166,6 +168,7 @@ impl Plugins {
                 bytes = plugin.size,
                 cached = plugin.cached,
                 load_ms = ms(plugin.load_time),
+                isolation = %plugin.isolation,
                 "plugin loaded"
             );
             plugins.chain.push(plugin);
@@ -258,6 +261,7 @@ impl Plugins {
             (_, ns) => Some(ns.map_err(PluginError::BadName)?),
         };
         let plugin = Plugin {
+            isolation: cfg.isolation_for(&name),
             name: name.into(),
             path: path.to_path_buf(),
             kind,

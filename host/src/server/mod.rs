@@ -116,10 +116,10 @@ impl Server {
         if self.config.native_echo {
             self.run_with(listener, |_, _| NativeEcho)
         } else {
-            let (plugins, isolation) = (self.plugins.clone(), self.config.isolation);
+            let plugins = self.plugins.clone();
             let metrics = self.metrics.clone();
             self.run_with(listener, move |index, messenger| {
-                WorkerPool::new(plugins.clone(), isolation, Some(messenger.clone()))
+                WorkerPool::new(plugins.clone(), Some(messenger.clone()))
                     .observed(metrics.worker(index))
             })
         }

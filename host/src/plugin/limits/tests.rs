@@ -47,7 +47,7 @@ fn pool(isolation: Isolation, cutoff: &CutOff) -> WorkerPool {
         ..Config::default()
     };
     let plugins = Plugins::load(&cfg, cutoff.clone()).unwrap();
-    WorkerPool::new(Arc::new(plugins), isolation, None)
+    WorkerPool::new(Arc::new(plugins), None)
 }
 
 fn conn() -> Connection {
