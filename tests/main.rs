@@ -27,3 +27,4 @@ mod scale;
 mod sdk;
 mod shutdown;
 mod tools;
+mod upgrade;
