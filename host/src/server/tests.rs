@@ -240,15 +240,21 @@ fn a_connection_without_a_message_yet_is_read_in_the_drain_until_its_first() {
         ..config(5000)
     };
     let running = start(cfg, |server, listener| server.run(listener));
+    let timeout = Some(Duration::from_secs(5));
+    // A connection answered once: the drain closes it, which tells when the drain has begun.
+    let mut witness = TcpStream::connect(running.addr).unwrap();
+    witness.set_read_timeout(timeout).unwrap();
+    witness.write_all(b"w\n").unwrap();
+    let mut reply = [0; 2];
+    witness.read_exact(&mut reply).unwrap();
     let mut client = TcpStream::connect(running.addr).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    wait_until("the connection is open", || {
-        running.stats.snapshot().open == 1
-    });
+    client.set_read_timeout(timeout).unwrap();
+    wait_until("both are open", || running.stats.snapshot().open == 2);
     running.shutdown.trigger();
-    // Its client saw `connect` succeed before the shutdown: its first message still counts.
+    let mut rest = Vec::new();
+    witness.read_to_end(&mut rest).unwrap();
+    // The drain began with the client open: its first message still counts (it saw `connect`
+    // succeed before the shutdown, its message may have been on the wire).
     client.write_all(b"first\n").unwrap();
     let mut got = String::new();
     client.read_to_string(&mut got).unwrap();
@@ -256,6 +262,6 @@ fn a_connection_without_a_message_yet_is_read_in_the_drain_until_its_first() {
     running.thread.join().unwrap().expect("a clean drain");
     assert_eq!(
         running.stats.snapshot().closed_for(stats::Close::Shutdown),
-        1
+        2
     );
 }
