@@ -28,3 +28,4 @@ mod scale;
 mod sdk;
 mod shutdown;
 mod tools;
+mod upgrade;

@@ -156,6 +156,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
+    /// Bind --listen with SO_REUSEPORT: a new sandport can start on the same address while
+    /// this one runs, then this one is stopped with SIGTERM (a zero-downtime upgrade).
+    #[arg(long, env = "SANDPORT_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer in
     /// --trusted-proxies; the client address it carries becomes the connection's peer.
     #[arg(long, env = "SANDPORT_PROXY_PROTOCOL")]
@@ -254,6 +259,7 @@ impl ServeArgs {
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,
+            reuse_port: self.reuse_port,
             metrics_listen: self.metrics_listen,
             state_required_for_ready: self.state_required_for_ready,
             workers: self.workers.unwrap_or(defaults.workers),

@@ -22,6 +22,9 @@ use crate::state::Quotas;
 pub struct Config {
     /// Where to accept clients (`--listen`); port 0 lets the OS pick.
     pub listen: SocketAddr,
+    /// Bind `listen` with `SO_REUSEPORT`, so a new server can start on it while this one runs
+    /// (`--reuse-port`).
+    pub reuse_port: bool,
     /// Where to serve `/metrics`, `/healthz` and `/readyz` (`--metrics-listen`); `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Whether `/readyz` also asks the state store (`--state-required-for-ready`).
@@ -105,6 +108,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            reuse_port: false,
             metrics_listen: None,
             state_required_for_ready: false,
             plugins: Vec::new(),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Refusals are logged at most this often, with a count, so a flood cannot flood the log too.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
+/// The listen backlog of `Server::bind` (mio's, and ours with `--reuse-port`).
+pub const BACKLOG: usize = 1024;
 /// Pause after the process ran out of file descriptors, instead of spinning on accept.
 const FD_BACKOFF: Duration = Duration::from_millis(20);
 
@@ -124,12 +126,47 @@ impl Acceptor {
             // Listener readiness, or our own wake after a pause: either way, drain the queue.
             self.accept_all();
         }
-        // Dropping the listener here makes new clients see a refused connection at once.
+        self.take_the_queue();
+        // Dropping the listener here makes new clients see a refused connection at once (or,
+        // with `--reuse-port`, go to the other servers on the address).
+        drop(self.listener);
+        self.shared.accepting.store(false, SeqCst);
+        for inbox in &self.inboxes {
+            let _ = inbox.waker.wake();
+        }
+    }
+
+    /// At shutdown: the connections the kernel completed but nobody accepted yet are taken and
+    /// served in the drain, since closing the listener would reset them. Their clients already
+    /// saw `connect` succeed (and, during a `--reuse-port` upgrade, the kernel keeps giving this
+    /// listener its share of new clients until it is closed): lost otherwise.
+    fn take_the_queue(&mut self) {
+        let mut taken = 0;
+        // Bounded, as a flood could keep the queue from ever being empty: a full backlog twice.
+        for _ in 0..2 * BACKLOG {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    taken += 1;
+                    self.admit(stream, peer);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                // Empty, or out of descriptors: nothing more can be taken.
+                Err(_) => break,
+            }
+        }
+        if taken > 0 {
+            tracing::info!(
+                connections = taken,
+                "served in the drain: queued at shutdown"
+            );
+        }
     }
 
     fn accept_all(&mut self) {
         loop {
             if self.shared.shutdown.is_triggered() {
+                // `run` takes what is left, once, on its way out.
                 return;
             }
             match self.listener.accept() {

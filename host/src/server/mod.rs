@@ -11,7 +11,7 @@ pub mod stats;
 mod worker;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     /// The bytes all connections hold, against `--max-buffered-bytes`.
     pub budget: Arc<budget::Budget>,
     pub shutdown: Shutdown,
+    /// Until the acceptor has handed over the connections queued at shutdown (then it wakes
+    /// every worker): a draining worker with no connection left waits for this to end.
+    pub accepting: AtomicBool,
 }
 
 impl Server {
@@ -107,7 +110,12 @@ impl Server {
     /// Binds the configured address, so errors there are told apart from plugin errors.
     pub fn bind(&self) -> Result<TcpListener, Error> {
         let addr = self.config.listen;
-        TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })
+        let bound = if self.config.reuse_port {
+            bind_reusing_port(addr)
+        } else {
+            TcpListener::bind(addr)
+        };
+        bound.map_err(|source| Error::Bind { addr, source })
     }
 
     /// Serves clients from `listener` until shutdown is triggered, then drains and returns;
@@ -145,6 +153,7 @@ impl Server {
             stats: self.stats,
             metrics: self.metrics,
             shutdown: shutdown.clone(),
+            accepting: AtomicBool::new(true),
         });
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut inboxes = Vec::new();
@@ -207,6 +216,9 @@ impl Server {
                             // Nothing would accept again: stop rather than serve on half-alive.
                             tracing::error!("the acceptor panicked: stopping the server");
                             shared.stats.thread_panicked();
+                            shared
+                                .accepting
+                                .store(false, std::sync::atomic::Ordering::SeqCst);
                             shared.shutdown.trigger();
                         }
                     })
@@ -215,6 +227,10 @@ impl Server {
             Ok(())
         })();
         if result.is_err() {
+            // No acceptor (or not all of it) runs: nothing will be handed over.
+            shared
+                .accepting
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             shutdown.trigger();
         }
         for h in handles {
@@ -229,6 +245,20 @@ impl Server {
             n => Err(Error::ThreadPanicked(n)),
         }
     }
+}
+
+/// A listener sharing its address with other sockets that set `SO_REUSEPORT` (a newer sandport
+/// during an upgrade): the kernel spreads new connections between them. Otherwise as mio's
+/// `bind`: `SO_REUSEADDR` (a restart does not wait out `TIME_WAIT`), non-blocking, backlog 1024.
+fn bind_reusing_port(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(acceptor::BACKLOG as i32)?;
+    Ok(TcpListener::from_std(socket.into()))
 }
 
 /// Reported as soon as the worker's stack has unwound (its sockets are closed by then): its

@@ -198,3 +198,70 @@ fn socket_drained(client: &TcpStream) -> bool {
                 .is_some_and(|rx| u64::from_str_radix(rx, 16) == Ok(0))
     })
 }
+
+#[test]
+fn connections_queued_when_shutdown_begins_are_served_not_reset() {
+    let cfg = Config {
+        native_echo: true,
+        reuse_port: true,
+        ..config(5000)
+    };
+    let server = Server::new(cfg).expect("the server loads");
+    let listener = server.bind().expect("port 0 binds");
+    let addr = listener.local_addr().unwrap();
+    // Nobody accepts yet: the kernel completes these connections and queues them, as it does
+    // for a busy server, or one sharing its port while the signal arrives.
+    let mut clients: Vec<TcpStream> = (0..5)
+        .map(|i| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(format!("queued {i}\n").as_bytes()).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c
+        })
+        .collect();
+    let stats = server.stats();
+    server.shutdown().trigger();
+    server.run(listener).expect("a clean drain");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut got = String::new();
+        c.read_to_string(&mut got)
+            .unwrap_or_else(|e| panic!("client {i} lost: {e}"));
+        assert_eq!(got, format!("queued {i}\n"), "answered, then closed");
+    }
+    let s = stats.snapshot();
+    assert_eq!((s.accepted, s.messages), (5, 5));
+    assert_eq!(s.closed_for(stats::Close::Shutdown), 5, "{s:?}");
+}
+
+#[test]
+fn a_connection_without_a_message_yet_is_read_in_the_drain_until_its_first() {
+    let cfg = Config {
+        native_echo: true,
+        ..config(5000)
+    };
+    let running = start(cfg, |server, listener| server.run(listener));
+    let timeout = Some(Duration::from_secs(5));
+    // A connection answered once: the drain closes it, which tells when the drain has begun.
+    let mut witness = TcpStream::connect(running.addr).unwrap();
+    witness.set_read_timeout(timeout).unwrap();
+    witness.write_all(b"w\n").unwrap();
+    let mut reply = [0; 2];
+    witness.read_exact(&mut reply).unwrap();
+    let mut client = TcpStream::connect(running.addr).unwrap();
+    client.set_read_timeout(timeout).unwrap();
+    wait_until("both are open", || running.stats.snapshot().open == 2);
+    running.shutdown.trigger();
+    let mut rest = Vec::new();
+    witness.read_to_end(&mut rest).unwrap();
+    // The drain began with the client open: its first message still counts (it saw `connect`
+    // succeed before the shutdown, its message may have been on the wire).
+    client.write_all(b"first\n").unwrap();
+    let mut got = String::new();
+    client.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "first\n", "answered, then closed");
+    running.thread.join().unwrap().expect("a clean drain");
+    assert_eq!(
+        running.stats.snapshot().closed_for(stats::Close::Shutdown),
+        2
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,7 +193,11 @@ impl<H: Handler> Worker<H> {
                 self.begin_drain(deadline);
             }
             if let Some(deadline) = self.draining {
-                if self.sessions.is_empty() {
+                if self.sessions.is_empty() && !self.inbox.is_empty() {
+                    // Handed over by the acceptor as it took its queue (no wake may be left).
+                    self.take_new_connections();
+                }
+                if self.sessions.is_empty() && !self.shared.accepting.load(SeqCst) {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -227,8 +232,21 @@ impl<H: Handler> Worker<H> {
             let Some(s) = self.sessions.get_mut(key) else {
                 continue;
             };
-            s.io.stop_reading();
-            self.drive(key);
+            if s.messages > 0 {
+                s.io.stop_reading();
+                self.drive(key);
+            }
+        }
+    }
+
+    /// In the drain, a connection stops reading once it has had a message and read what was
+    /// there. One that has had none yet is read until its first (as Go's `Server.Shutdown`
+    /// spares new connections): its client saw `connect` succeed a moment ago, and its first
+    /// message may be on the wire, so closing it would lose that message. The deadline bounds
+    /// the wait.
+    fn stop_reading_if_drained(&mut self, key: usize) {
+        if self.draining.is_some() && self.sessions[key].messages > 0 {
+            self.sessions[key].io.stop_reading();
         }
     }
 
@@ -270,7 +288,10 @@ impl<H: Handler> Worker<H> {
             self.sync(key);
             match filled {
                 Ok(Fill::Data | Fill::Eof) => continue,
-                Ok(Fill::WouldBlock) => break,
+                Ok(Fill::WouldBlock) => {
+                    self.stop_reading_if_drained(key);
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(conn = self.sessions[key].info.id, "read failed: {e}");
                     return self.finish(key, Close::ClientGone);
