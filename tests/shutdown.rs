@@ -200,3 +200,29 @@ fn a_close_still_unread_when_the_drain_starts_is_handled_once() {
         server.logs.dump()
     );
 }
+
+#[test]
+fn an_idle_client_does_not_hold_the_drain_past_the_first_message_grace() {
+    let mut server = Server::builder()
+        .plugin(plugin("echo"))
+        .args(["--shutdown-timeout-ms", "20000"])
+        .start();
+    let mut idle = server.connect();
+    let mut talked = server.connect();
+    talked.roundtrip("hello", "hello");
+    // The pause is the test: older than the 1 s a new connection is spared for its first
+    // message, the idle client is just idle.
+    thread::sleep(Duration::from_millis(1100));
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("an idle client held the drain towards its 20 s timeout");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    idle.expect_closed_without_reply(REPLY_TIMEOUT);
+}

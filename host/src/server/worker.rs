@@ -86,6 +86,16 @@ pub struct Worker<H: Handler> {
     waiting: proxied::Waiting,
 }
 
+/// How long, in the drain, a new connection that has sent nothing yet is read for its first
+/// message: longer than a client's first write takes after `connect`, short enough that idle
+/// clients do not hold a shutdown (Go spares new connections for 5 s; our drain is 5 s).
+const FIRST_MESSAGE_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a connection with `messages` so far, opened at `opened`, is still read in the drain.
+fn spared(messages: u64, opened: Instant) -> bool {
+    messages == 0 && opened.elapsed() < FIRST_MESSAGE_GRACE
+}
+
 /// How often connections paused for the budget try again.
 const RETRY_PAUSED: Duration = Duration::from_millis(20);
 /// The least time between two shedding scans of one worker.
@@ -153,7 +163,11 @@ impl<H: Handler> Worker<H> {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let mut wake_at = self.draining.unwrap_or(self.next_sweep);
+            let mut wake_at = match self.draining {
+                // Often enough to end the grace of connections spared for their first message.
+                Some(deadline) => deadline.min(self.now + FIRST_MESSAGE_GRACE / 4),
+                None => self.next_sweep,
+            };
             if !self.paused.is_empty() {
                 wake_at = wake_at.min(self.retry_at);
             }
@@ -193,6 +207,7 @@ impl<H: Handler> Worker<H> {
                 self.begin_drain(deadline);
             }
             if let Some(deadline) = self.draining {
+                self.end_grace();
                 if self.sessions.is_empty() && !self.inbox.is_empty() {
                     // Handed over by the acceptor as it took its queue (no wake may be left).
                     self.take_new_connections();
@@ -232,20 +247,34 @@ impl<H: Handler> Worker<H> {
             let Some(s) = self.sessions.get_mut(key) else {
                 continue;
             };
-            if s.messages > 0 {
+            if !spared(s.messages, s.opened) {
                 s.io.stop_reading();
                 self.drive(key);
             }
         }
     }
 
+    /// In the drain: connections spared for their first message that sent none within the
+    /// grace stop reading, and close once their replies (greetings) are written.
+    fn end_grace(&mut self) {
+        let over: Vec<usize> = (self.sessions.iter())
+            .filter(|(_, s)| s.messages == 0 && !spared(0, s.opened))
+            .map(|(k, _)| k)
+            .collect();
+        for key in over {
+            self.sessions[key].io.stop_reading();
+            self.drive(key);
+        }
+    }
+
     /// In the drain, a connection stops reading once it has had a message and read what was
-    /// there. One that has had none yet is read until its first (as Go's `Server.Shutdown`
-    /// spares new connections): its client saw `connect` succeed a moment ago, and its first
-    /// message may be on the wire, so closing it would lose that message. The deadline bounds
-    /// the wait.
+    /// there. One that has had none yet, opened less than `FIRST_MESSAGE_GRACE` ago, is read
+    /// until its first (as Go's `Server.Shutdown` spares new connections): its client saw
+    /// `connect` succeed a moment ago, and its first message may be on the wire, so closing it
+    /// would lose that message. An older quiet one is idle, and must not hold the drain.
     fn stop_reading_if_drained(&mut self, key: usize) {
-        if self.draining.is_some() && self.sessions[key].messages > 0 {
+        let s = &self.sessions[key];
+        if self.draining.is_some() && !spared(s.messages, s.opened) {
             self.sessions[key].io.stop_reading();
         }
     }
