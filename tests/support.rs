@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 mod client;
-mod debian;
 mod files;
 mod launch;
 mod logs;
@@ -17,11 +16,11 @@ mod redis_server;
 mod server;
 
 pub use client::*;
-pub use debian::*;
 pub use files::*;
 pub use launch::*;
 pub use logs::*;
 pub use procfs::*;
+pub use redis_server::debian::*;
 pub use redis_server::*;
 pub use server::*;
 

@@ -6,11 +6,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
+
+// Here rather than in `support`: the Redis backend's unit tests include this file alone, and
+// need the installer too.
+#[path = "debian.rs"]
+pub mod debian;
 
 /// How long a `redis-server` may take to answer `PING` after it is spawned.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -72,7 +75,7 @@ impl RedisServer {
 
     /// Spawns `redis-server` on `self.port`; whether it answers `PING` before [`STARTUP`].
     fn spawn(&mut self) -> bool {
-        let child = Command::new(redis_server())
+        let child = Command::new(debian::debian_tool("redis-server", "redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--loglevel", "warning"])
@@ -103,43 +106,6 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// `redis-server`, from Debian's `redis-server` package, installed if it is missing (as
-/// `.ci/run` does first): the backend is tested against the real server, never skipped.
-fn redis_server() -> PathBuf {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let find = || {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-            .chain([PathBuf::from("/usr/bin")])
-            .map(|d| d.join("redis-server"))
-            .find(|p| p.is_file())
-    };
-    if let Some(p) = find() {
-        return p;
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    let apt = |args: &[&str]| {
-        let mut all: Vec<&str> = if root { vec![] } else { vec!["sudo"] };
-        all.push("apt-get");
-        all.extend(args);
-        Command::new(all[0])
-            .args(&all[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = ["install", "-y", "--no-install-recommends", "redis-server"];
-    if !apt(&install) {
-        apt(&["update", "-qq"]);
-        apt(&install);
-    }
-    find().expect("redis-server is missing and `apt-get install redis-server` did not provide it")
 }
 
 /// Whether a Redis on `port` answers `PING` with `+PONG`.

@@ -241,12 +241,12 @@ impl Collector for Exporter {
             MetricType::Counter,
             s.thread_panics,
         )?;
-        let buffered = self.metrics.workers().iter().map(|w| w.buffered()).sum();
+        let buffered = self.metrics.buffered().load(Relaxed) as u64;
         single(
             &mut e,
             "buffered_bytes",
             "Bytes held for connections: input not yet handed to a plugin and replies not yet \
-             written (each worker's sum, at most a second old)",
+             written (within 64 KiB per worker, exact each second)",
             MetricType::Gauge,
             buffered,
         )?;

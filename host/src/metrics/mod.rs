@@ -11,7 +11,7 @@
 mod export;
 mod http;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,8 +96,6 @@ pub struct StageCounters {
 #[derive(Debug)]
 pub struct WorkerMetrics {
     stages: Vec<StageCounters>,
-    /// Bytes its connections hold (input not handed out, output not written), as last summed.
-    buffered: AtomicU64,
     /// Connections it paused for `--max-buffered-bytes`.
     paused: AtomicU64,
 }
@@ -106,7 +104,6 @@ impl WorkerMetrics {
     pub fn new(stages: usize) -> Self {
         WorkerMetrics {
             stages: (0..stages).map(|_| StageCounters::default()).collect(),
-            buffered: AtomicU64::new(0),
             paused: AtomicU64::new(0),
         }
     }
@@ -137,16 +134,8 @@ impl WorkerMetrics {
         bump(&self.stages[stage].instances, 1);
     }
 
-    pub fn set_buffered(&self, bytes: usize) {
-        self.buffered.store(bytes as u64, Relaxed);
-    }
-
     pub fn stages(&self) -> &[StageCounters] {
         &self.stages
-    }
-
-    pub fn buffered(&self) -> u64 {
-        self.buffered.load(Relaxed)
     }
 
     /// A connection stopped reading for the buffered-bytes budget.
@@ -163,6 +152,9 @@ impl WorkerMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     workers: Vec<Arc<WorkerMetrics>>,
+    /// Bytes all connections hold: the buffered-bytes budget's shared sum, which the workers
+    /// keep within 64 KiB each of the truth (exact at least once a second).
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Metrics {
@@ -171,6 +163,7 @@ impl Metrics {
             workers: (0..workers)
                 .map(|_| Arc::new(WorkerMetrics::new(stages)))
                 .collect(),
+            buffered: Arc::default(),
         }
     }
 
@@ -181,6 +174,11 @@ impl Metrics {
 
     pub fn workers(&self) -> &[Arc<WorkerMetrics>] {
         &self.workers
+    }
+
+    /// The buffered-bytes sum, shared with the server's budget.
+    pub fn buffered(&self) -> Arc<AtomicUsize> {
+        self.buffered.clone()
     }
 }
 

@@ -21,7 +21,8 @@ pub const GRAIN: usize = 64 << 10;
 #[derive(Debug)]
 pub struct Budget {
     limit: usize,
-    held: AtomicUsize,
+    /// Shared with the metrics, whose `buffered_bytes` gauge it is.
+    held: Arc<AtomicUsize>,
 }
 
 /// What the budget asks of connections now.
@@ -47,11 +48,9 @@ impl Pressure {
 }
 
 impl Budget {
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Budget {
-            limit,
-            held: AtomicUsize::new(0),
-        })
+    /// A budget of `limit` bytes, its sum kept in `held`.
+    pub fn new(limit: usize, held: Arc<AtomicUsize>) -> Arc<Self> {
+        Arc::new(Budget { limit, held })
     }
 
     pub fn limit(&self) -> usize {
@@ -105,6 +104,7 @@ impl Share {
     }
 
     /// The bytes this worker's connections hold, exactly.
+    #[cfg(test)]
     pub fn local(&self) -> usize {
         self.local
     }
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn small_changes_are_published_in_grains_and_the_sum_follows_every_worker() {
-        let budget = Budget::new(1 << 20);
+        let budget = Budget::new(1 << 20, Arc::default());
         let mut a = Share::new(budget.clone());
         let mut b = Share::new(budget.clone());
         a.update(0, 100);
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn pressure_pauses_over_the_budget_and_sheds_over_twice_it() {
-        let budget = Budget::new(1000 * GRAIN);
+        let budget = Budget::new(1000 * GRAIN, Arc::default());
         let mut w = Share::new(budget.clone());
         w.update(0, 1000 * GRAIN);
         let ten = AtomicUsize::new(10);

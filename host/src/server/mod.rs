@@ -147,7 +147,7 @@ impl Server {
         let shared = Arc::new(Shared {
             per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             per_ip: acceptor::PerIp::default(),
-            budget: budget::Budget::new(self.config.max_buffered_bytes),
+            budget: budget::Budget::new(self.config.max_buffered_bytes, self.metrics.buffered()),
             config: self.config,
             plugins: self.plugins,
             stats: self.stats,

@@ -224,7 +224,6 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        self.metrics.set_buffered(0);
         // Connections handed over after the drain began never got a handler call: just close.
         let mut late = 0;
         while let Ok(nc) = self.inbox.try_recv() {

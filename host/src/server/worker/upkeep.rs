@@ -55,7 +55,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// Closes the connections past a time limit (`--message-timeout`, `--idle-timeout`,
-    /// `--write-timeout`), and sets the buffered-bytes gauge from this worker's share.
+    /// `--write-timeout`), and publishes this worker's exact share of the buffered bytes.
     pub(super) fn sweep(&mut self) {
         let (now, limits) = (Instant::now(), self.timeouts);
         let late: Vec<(usize, Expired)> = (self.sessions.iter_mut())
@@ -69,7 +69,6 @@ impl<H: Handler> Worker<H> {
         }
         // Exact at least once a sweep, whatever the drift allowed between.
         self.share.publish();
-        self.metrics.set_buffered(self.share.local());
     }
 
     fn slow_consumer(&mut self, key: usize) {
