@@ -1,6 +1,8 @@
 //! Instance isolation (`--isolation message|connection|worker`), observed with the counter
 //! plugin, which replies how many messages its instance has seen.
 
+use std::time::{Duration, Instant};
+
 use crate::support::*;
 
 fn counter_server(extra: &[&str]) -> Server {
@@ -144,4 +146,81 @@ fn isolation_of_a_plugin_not_loaded_or_an_unknown_mode_is_refused_at_start() {
         assert_eq!(code, 2, "{value}: {stderr}");
         assert!(stderr.contains(want), "{value}: {stderr}");
     }
+}
+
+/// `--hibernate-after`: a quiet connection's instance is dropped (its next message meets a
+/// fresh one, as under message isolation), a busy one keeps its own, and the counter shows it.
+#[test]
+fn a_quiet_connection_gives_up_its_instance_and_a_busy_one_keeps_it() {
+    let (server, metrics) = crate::metrics::with_metrics(
+        &[test_plugin("counter")],
+        &["--isolation", "connection", "--hibernate-after", "500ms"],
+    );
+    let mut quiet = server.connect();
+    let mut busy = server.connect();
+    quiet.roundtrip("tick", "1");
+    quiet.roundtrip("tick", "2");
+    // The busy client sends more often than the limit for well over it, and keeps counting.
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_millis(1200) {
+        n += 1;
+        busy.roundtrip("tick", &n.to_string());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The quiet one was hibernated meanwhile (only it: one instance in all) ...
+    crate::metrics::wait_value(
+        metrics,
+        "sandport_plugin_instances_hibernated_total",
+        &[("plugin", "counter")],
+        1.0,
+    );
+    // ... so its next message starts again from a fresh instance, which it then keeps.
+    quiet.roundtrip("tick", "1");
+    quiet.roundtrip("tick", "2");
+    busy.roundtrip("tick", &(n + 1).to_string());
+}
+
+#[test]
+fn hibernate_after_without_a_connection_isolated_plugin_or_not_a_time_is_refused() {
+    let counter = test_plugin("counter");
+    for (args, want) in [
+        (
+            &["--hibernate-after", "1s"][..],
+            "--hibernate-after applies to plugins under --isolation connection",
+        ),
+        (
+            &["--isolation", "worker", "--hibernate-after", "1s"],
+            "--hibernate-after applies to plugins under --isolation connection",
+        ),
+        (
+            &["--isolation", "connection", "--hibernate-after", "soon"],
+            "`soon` is not a time",
+        ),
+    ] {
+        let all = [&["--plugin", counter.to_str().unwrap()][..], args].concat();
+        let (code, stderr) = run_expect_failure(all);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
+/// What a plugin keeps in host state (contract 0.2) outlives its instance's hibernation.
+#[test]
+fn host_state_outlives_a_hibernated_instance() {
+    let (server, metrics) = crate::metrics::with_metrics(
+        &[test_plugin("statetest")],
+        &["--isolation", "connection", "--hibernate-after", "100ms"],
+    );
+    let mut c = server.connect();
+    c.roundtrip("set k kept", "ok");
+    c.roundtrip("incr n 7", "7");
+    crate::metrics::wait_value(
+        metrics,
+        "sandport_plugin_instances_hibernated_total",
+        &[("plugin", "statetest")],
+        1.0,
+    );
+    c.roundtrip("get k", "kept");
+    c.roundtrip("incr n 1", "8");
 }

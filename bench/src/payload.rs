@@ -26,6 +26,8 @@ pub struct Payload {
     body_len: usize,
     /// The filler, repeated so any rotation of it can be sliced without wrapping.
     filler: Vec<u8>,
+    /// Replies are the message in ASCII upper case (the `upper` examples) instead of an echo.
+    upper: bool,
 }
 
 impl Payload {
@@ -57,7 +59,14 @@ impl Payload {
             framing,
             body_len,
             filler,
+            upper: false,
         })
+    }
+
+    /// Expects every reply in ASCII upper case, as the `upper` example of each language sends.
+    pub fn expect_upper(mut self, upper: bool) -> Payload {
+        self.upper = upper;
+        self
     }
 
     pub fn framing(&self) -> Framing {
@@ -121,9 +130,17 @@ impl Payload {
 
     /// Whether `reply` (without its framing) is exactly message `seq` of connection `conn`.
     pub fn check(&self, conn: u32, seq: u64, reply: &[u8]) -> bool {
-        reply.len() == self.body_len
-            && reply[..HEADER_LEN] == Self::header(conn, seq)
-            && &reply[HEADER_LEN..] == self.filler_for(conn, seq)
+        if reply.len() != self.body_len {
+            return false;
+        }
+        let (head, fill) = reply.split_at(HEADER_LEN);
+        if !self.upper {
+            return head == Self::header(conn, seq) && fill == self.filler_for(conn, seq);
+        }
+        let same = |got: &[u8], sent: &[u8]| {
+            (got.iter().zip(sent)).all(|(g, s)| *g == s.to_ascii_uppercase())
+        };
+        same(head, &Self::header(conn, seq)) && same(fill, self.filler_for(conn, seq))
     }
 
     /// A short printable excerpt of a reply, for error messages.
@@ -173,6 +190,20 @@ mod tests {
         assert_eq!(out.len(), 4100);
         assert_eq!(&out[..4], &4096u32.to_be_bytes());
         assert!(p.check(7, 9, &out[4..]));
+    }
+
+    #[test]
+    fn upper_replies_check_out_only_when_expected() {
+        let p = Payload::new(Framing::Line, 64).unwrap();
+        let upper = p.body(3, 9).to_ascii_uppercase();
+        assert!(!p.check(3, 9, &upper));
+        let p = p.expect_upper(true);
+        assert!(p.check(3, 9, &upper));
+        assert!(
+            !p.check(3, 9, &p.body(3, 9)),
+            "an echo is not an upper-case reply"
+        );
+        assert!(!p.check(3, 10, &upper));
     }
 
     #[test]

@@ -226,6 +226,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPORT_WRITE_TIMEOUT", default_value = "60s")]
     pub write_timeout: Timeout,
 
+    /// Under `--isolation connection`: a connection that has sent nothing for this long gives
+    /// up its plugin instances, and its next message gets fresh ones (`1s`, `30s`; `off` keeps
+    /// them for the connection's life). Memory then follows busy connections, not open ones;
+    /// a plugin keeps what it must remember in host state (contract 0.2).
+    #[arg(long, env = "SANDPORT_HIBERNATE_AFTER", default_value = "off")]
+    pub hibernate_after: Timeout,
+
     /// On SIGINT/SIGTERM, how long to wait for in-flight messages and unsent replies.
     #[arg(long, env = "SANDPORT_SHUTDOWN_TIMEOUT_MS", default_value_t = 5000)]
     pub shutdown_timeout_ms: u64,
@@ -281,6 +288,7 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout.0,
             message_timeout: self.message_timeout.0,
             write_timeout: self.write_timeout.0,
+            hibernate_after: self.hibernate_after.0,
             native_echo: self.bench_native_echo,
             max_rooms_per_connection: self.max_rooms_per_connection,
             ..self.load.into_config(plugins)

@@ -76,6 +76,9 @@ pub struct Config {
     /// A connection whose client takes none of its waiting output for this long is closed
     /// (`--write-timeout`, nginx's `send_timeout`); `None` waits for ever.
     pub write_timeout: Option<Duration>,
+    /// Under `--isolation connection`, a connection quiet for this long gives up its instances;
+    /// its next call gets fresh ones (`--hibernate-after`). `None` keeps them for its life.
+    pub hibernate_after: Option<Duration>,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
     /// The host state store of contract 0.2 plugins: `memory`, `file:PATH` or
@@ -132,6 +135,7 @@ impl Default for Config {
             idle_timeout: Some(Duration::from_secs(300)),
             message_timeout: Some(Duration::from_secs(60)),
             write_timeout: Some(Duration::from_secs(60)),
+            hibernate_after: None,
             cache_dir: crate::plugin::cache::default_dir(),
             state: "memory".to_string(),
             state_quotas: Quotas::default(),
@@ -171,6 +175,7 @@ impl Config {
             ("--idle-timeout", self.idle_timeout),
             ("--message-timeout", self.message_timeout),
             ("--write-timeout", self.write_timeout),
+            ("--hibernate-after", self.hibernate_after),
         ] {
             if d.is_some_and(|d| d < Duration::from_millis(1)) {
                 return Err(Error::config(format!(
@@ -247,6 +252,14 @@ impl Config {
                 "--isolation-of {p}: no plugin named `{p}` is loaded (loaded: {})",
                 names.join(", ")
             )));
+        }
+        // A typo'd mode would otherwise leave every instance alive, silently.
+        if self.hibernate_after.is_some()
+            && !(names.iter()).any(|n| self.isolation_for(n) == Isolation::Connection)
+        {
+            return Err(Error::config(
+                "--hibernate-after applies to plugins under --isolation connection, and none is",
+            ));
         }
         for (plugin, settings) in &self.plugin_config {
             if !names.contains(plugin) {

@@ -142,6 +142,17 @@ impl Exporter {
             MetricType::Counter,
             instances,
         )?;
+        let hibernated = stages.iter().enumerate().map(|(i, (stage, plugin))| {
+            let labels = [("plugin", *plugin), ("stage", stage.as_str())];
+            (labels, total(i, |s| &s.hibernated))
+        });
+        family(
+            e,
+            "plugin_instances_hibernated",
+            "Instances given up by connections quiet for --hibernate-after, per stage",
+            MetricType::Counter,
+            hibernated,
+        )?;
 
         let mut m = e.encode_descriptor(
             "plugin_call_duration_seconds",

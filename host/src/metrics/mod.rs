@@ -88,6 +88,8 @@ pub struct StageCounters {
     pub bytes_out: AtomicU64,
     /// Instances made for it.
     pub instances: AtomicU64,
+    /// Instances given up by quiet connections (`--hibernate-after`).
+    pub hibernated: AtomicU64,
     /// Call durations per hook, in [`HOOKS`] order.
     pub hooks: [CallTimes; 3],
 }
@@ -132,6 +134,10 @@ impl WorkerMetrics {
 
     pub fn instance_created(&self, stage: usize) {
         bump(&self.stages[stage].instances, 1);
+    }
+
+    pub fn instance_hibernated(&self, stage: usize) {
+        bump(&self.stages[stage].hibernated, 1);
     }
 
     pub fn stages(&self) -> &[StageCounters] {

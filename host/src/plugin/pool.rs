@@ -236,6 +236,19 @@ impl WorkerPool {
         failed
     }
 
+    /// Drops the instances a quiet connection owns (`--hibernate-after`): its next call makes
+    /// fresh ones, as `--isolation message` does for every call. Returns how many were dropped.
+    pub fn hibernate(&mut self, own: &mut ConnInstances) -> usize {
+        let mut dropped = 0;
+        for (i, slot) in own.0.iter_mut().enumerate() {
+            if slot.take().is_some() {
+                self.metrics.instance_hibernated(i);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     /// `resp`, unless its reply is over `--max-reply-bytes`: then an error, and the reply is
     /// dropped here rather than queued for the client (the instance itself did nothing wrong).
     fn capped(&self, i: usize, hook: &'static str, resp: Response) -> Result<Response, CallError> {

@@ -97,6 +97,12 @@ impl Connection {
         }
     }
 
+    /// Whether the connection has been quiet (no message handled, nothing written) for longer
+    /// than `limit` at `now`, with nothing waiting to go out.
+    pub fn quiet_for(&self, now: Instant, limit: Duration) -> bool {
+        self.pending_output() == 0 && now.saturating_duration_since(self.last_active) > limit
+    }
+
     /// Whether a time limit has passed at `now`: output the client takes none of, a message
     /// arriving too slowly, or nothing at all for too long. A connection with a reply still
     /// unsent is not idle (the write clock is its limit), nor one that is closing (it waits

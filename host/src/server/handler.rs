@@ -29,6 +29,11 @@ pub trait Handler {
         session: &mut Self::Session,
         connected: usize,
     ) -> Vec<CallError>;
+
+    /// A quiet connection gives up what it holds that can be made again; how many instances.
+    fn hibernate(&mut self, _session: &mut Self::Session) -> usize {
+        0
+    }
 }
 
 impl Handler for WorkerPool {
@@ -55,6 +60,10 @@ impl Handler for WorkerPool {
         connected: usize,
     ) -> Vec<CallError> {
         WorkerPool::on_disconnect(self, conn, own, connected)
+    }
+
+    fn hibernate(&mut self, own: &mut ConnInstances) -> usize {
+        WorkerPool::hibernate(self, own)
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Worker<H: Handler> {
     /// The clock, read once per event batch.
     now: Instant,
     timeouts: Timeouts,
+    /// Quiet connections give up their instances after this long (`--hibernate-after`).
+    hibernate_after: Option<Duration>,
     /// How often connections are checked against `timeouts` and their buffered bytes summed.
     sweep_every: Duration,
     next_sweep: Instant,
@@ -119,13 +121,18 @@ impl<H: Handler> Worker<H> {
         };
         // A quarter of the shortest limit: a connection is closed at most a quarter late; at
         // least once a second, when the buffered-bytes gauge is summed too.
-        let sweep_every = [timeouts.idle, timeouts.message, timeouts.write]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(Duration::from_secs(1), |d| {
-                (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-            });
+        let sweep_every = [
+            timeouts.idle,
+            timeouts.message,
+            timeouts.write,
+            cfg.hibernate_after,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(1), |d| {
+            (d / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+        });
         Worker {
             metrics: shared.metrics.worker(index),
             index,
@@ -136,6 +143,7 @@ impl<H: Handler> Worker<H> {
             sessions: Slab::new(),
             by_id: HashMap::new(),
             handler,
+            hibernate_after: cfg.hibernate_after,
             scratch: vec![0; codec.read_size()],
             codec,
             share: Share::new(shared.budget.clone()),

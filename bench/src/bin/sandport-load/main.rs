@@ -87,6 +87,11 @@ struct Args {
     #[arg(long)]
     source_addrs: Option<usize>,
 
+    /// Expect every reply in ASCII upper case (the `upper` example of every language) instead
+    /// of an echo of the message.
+    #[arg(long)]
+    upper: bool,
+
     /// Print one JSON object with every figure on stdout at the end.
     #[arg(long)]
     json: bool,
@@ -112,7 +117,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<ExitCode, String> {
-    let payload = Payload::new(args.framing, args.size)?;
+    let payload = Payload::new(args.framing, args.size)?.expect_upper(args.upper);
     if args.pipeline == 0 {
         return Err("--pipeline must be at least 1".into());
     }

@@ -1,6 +1,6 @@
 //! What reaches a worker's connections besides their own bytes: what other connections send
 //! them (deliveries, closes, slow consumers), and the clock (`--idle-timeout`,
-//! `--message-timeout`, `--write-timeout`).
+//! `--message-timeout`, `--write-timeout`, `--hibernate-after`).
 
 use std::time::Instant;
 
@@ -66,6 +66,17 @@ impl<H: Handler> Worker<H> {
             .collect();
         for (key, why) in late {
             self.finish(key, why.reason());
+        }
+        if let Some(after) = self.hibernate_after {
+            let mut dropped = 0;
+            for (_, s) in self.sessions.iter_mut() {
+                if s.io.quiet_for(now, after) {
+                    dropped += self.handler.hibernate(&mut s.state);
+                }
+            }
+            if dropped > 0 {
+                tracing::debug!(worker = self.index, dropped, "quiet connections hibernated");
+            }
         }
         // Exact at least once a sweep, whatever the drift allowed between.
         self.share.publish();
