@@ -6,12 +6,13 @@
 #                                 BENCHMARKS.md
 #   bench/run.sh --smoke          a tiny run that only proves everything works (CI); exits
 #                                 non-zero on any failure; writes target/bench-smoke/BENCHMARKS.md
-#   bench/run.sh --only echo,c10k only some scenarios (echo, large, tpc, c10k, startup, fanout,
+#   bench/run.sh --only echo,c10k only some scenarios (echo, large, tpc, c10k, startup, fanout, languages,
 #                                 soak, micro); --soak-secs N shortens the soak
 #
 # Options of this script (the others go to bench-suite, see `bench-suite --help`):
 #   --all-plugins   build every plugin with `cargo xtask plugins` (Python and JS included, for the
-#                   start-up scenario) instead of only the Rust echo.wasm
+#                   start-up scenario) instead of only the Rust echo.wasm; implied by a full run
+#                   with the languages scenario
 #   --no-build      use the binaries and plugins already built
 #   --no-micro      skip the criterion microbenchmarks (cargo bench -p sandport --bench call_path
 #                   and --bench state, which starts a redis-server of its own for `redis://`)
@@ -42,6 +43,11 @@ for ((i = 0; i < ${#suite_args[@]}; i++)); do
 done
 if [ -n "$only" ] && [[ ",$only," != *",micro,"* ]]; then
     micro=0
+fi
+# The languages scenario runs every language's example: a full run builds them all (a smoke run
+# uses those `cargo xtask test` built, and fails naming any that is missing).
+if [ "$smoke" = 0 ] && { [ -z "$only" ] || [[ ",$only," == *",languages,"* ]]; }; then
+    all_plugins=1
 fi
 
 say() { echo "bench: $*" >&2; }

@@ -4,6 +4,7 @@
 //! builds everything and calls it; it can be run by hand once the binaries are built.
 
 mod fanout;
+mod languages;
 mod scenarios;
 mod server;
 mod soak;
@@ -19,7 +20,15 @@ use scenarios::{Ctx, Section};
 use server::Bins;
 
 const SCENARIOS: &[&str] = &[
-    "echo", "large", "tpc", "c10k", "startup", "fanout", "soak", "micro",
+    "echo",
+    "large",
+    "tpc",
+    "c10k",
+    "startup",
+    "fanout",
+    "languages",
+    "soak",
+    "micro",
 ];
 
 /// Runs sandport's benchmark scenarios and writes BENCHMARKS.md.
@@ -43,8 +52,8 @@ struct Args {
     #[arg(long)]
     warmup: Option<f64>,
 
-    /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout, soak,
-    /// micro.
+    /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout,
+    /// languages, soak, micro.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -192,6 +201,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     if wanted("fanout") {
         sections.push(fanout::fanout(&mut ctx, &root.join("plugins/chat.wasm")));
+    }
+    if wanted("languages") {
+        sections.push(languages::languages(&mut ctx, &root));
     }
     if wanted("soak") {
         let (total, interval) = match args.soak_secs {

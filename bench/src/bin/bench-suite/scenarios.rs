@@ -52,6 +52,8 @@ pub struct LoadSpec {
     pub size: usize,
     pub pipeline: usize,
     pub connect_rate: Option<f64>,
+    /// Replies are the message in upper case (the `upper` examples), not an echo.
+    pub upper: bool,
 }
 
 impl LoadSpec {
@@ -63,6 +65,7 @@ impl LoadSpec {
             size,
             pipeline: 1,
             connect_rate: None,
+            upper: false,
         }
     }
 }
@@ -158,6 +161,9 @@ impl Ctx {
         if let Some(r) = spec.connect_rate {
             cmd.args(["--connect-rate", &r.to_string()]);
         }
+        if spec.upper {
+            cmd.arg("--upper");
+        }
         if self.verbose {
             cmd.stderr(Stdio::inherit());
         } else {
@@ -193,7 +199,7 @@ impl Ctx {
     }
 
     /// Records a problem that fails a smoke run (and is only reported in a full run).
-    fn smoke_check(&mut self, what: &str, r: &LoadReport) {
+    pub(crate) fn smoke_check(&mut self, what: &str, r: &LoadReport) {
         if self.smoke && (r.errors.total() > 0 || r.messages == 0) {
             self.failures.push(format!(
                 "{what}: {} messages, errors: {} {}",
@@ -254,7 +260,7 @@ fn describe_all(servers: &[Server]) -> String {
         .join(", ")
 }
 
-fn progress(what: &str, round: usize, rounds: usize, r: &LoadReport) {
+pub(crate) fn progress(what: &str, round: usize, rounds: usize, r: &LoadReport) {
     eprintln!(
         "bench: {what} ({round}/{rounds}): {:>9} msg/s  p50 {:>7.1} us  p99 {:>8.1} us  errors {}",
         thousands(r.msgs_per_sec),
@@ -542,6 +548,7 @@ pub fn c10k(ctx: &mut Ctx, total: usize) -> Section {
         size: 64,
         pipeline: 1,
         connect_rate: (!ctx.smoke).then_some(4000.0),
+        upper: false,
     };
     let mut results: Vec<Vec<ScaleRound>> = servers.iter().map(|_| Vec::new()).collect();
     for round in 1..=ctx.rounds {
@@ -560,7 +567,7 @@ pub fn c10k(ctx: &mut Ctx, total: usize) -> Section {
             };
             let pid = running.pid();
             // Two served connections: the thread count to compare with.
-            let at_2 = match server::probe_connections(running.addr, 2) {
+            let at_2 = match server::probe_connections(running.addr, 2, false) {
                 Ok(conns) => {
                     std::thread::sleep(Duration::from_millis(200));
                     let st = server::proc_stats(pid);

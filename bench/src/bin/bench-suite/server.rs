@@ -307,23 +307,31 @@ pub fn proc_stats(pid: u32) -> Option<ProcStats> {
     })
 }
 
-/// Sends one line on each of `n` new connections and waits for its echo; returns the open
-/// connections (so the caller decides how long they stay).
-pub fn probe_connections(addr: SocketAddr, n: usize) -> Result<Vec<TcpStream>, String> {
+/// Sends one line on each of `n` new connections and waits for its echo (in upper case with
+/// `upper`); returns the open connections (so the caller decides how long they stay).
+pub fn probe_connections(
+    addr: SocketAddr,
+    n: usize,
+    upper: bool,
+) -> Result<Vec<TcpStream>, String> {
     let mut conns = Vec::new();
     for i in 0..n {
         let mut s = TcpStream::connect(addr).map_err(|e| format!("probe connect: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
         let msg = format!("probe-{i:013}\n");
+        let want = match upper {
+            true => msg.to_ascii_uppercase(),
+            false => msg.clone(),
+        };
         s.write_all(msg.as_bytes())
             .map_err(|e| format!("probe write: {e}"))?;
         let mut got = vec![0u8; msg.len()];
         s.read_exact(&mut got)
             .map_err(|e| format!("probe read: {e}"))?;
-        if got != msg.as_bytes() {
+        if got != want.as_bytes() {
             return Err(format!(
-                "probe: expected {msg:?}, got {:?}",
+                "probe: expected {want:?}, got {:?}",
                 String::from_utf8_lossy(&got)
             ));
         }
