@@ -133,6 +133,8 @@ fn run(args: &Args) -> Result<Report, String> {
     let all_delivered = |seq: usize| shared.delivered[seq].load(Relaxed) >= n;
     // Warm-up: message 0 must reach every member, which also proves they all joined (a
     // member whose join was not yet handled would miss it, so it is resent until all have it).
+    // Members count it once each, however many copies they get: counting copies, the resends'
+    // duplicates could make up for members still joining, which then missed message 1.
     let warm_deadline = Instant::now() + Duration::from_secs(60);
     let mut next = 0;
     while !all_delivered(0) {
@@ -146,7 +148,6 @@ fn run(args: &Args) -> Result<Report, String> {
             || shared.start.elapsed().as_nanos() as u64
                 > shared.sent_at[0].load(Relaxed) + 500_000_000
         {
-            shared.delivered[0].store(0, Relaxed);
             send(&mut sender, 0)?;
             next = 1;
         }
@@ -202,19 +203,20 @@ fn run(args: &Args) -> Result<Report, String> {
 }
 
 /// Reads every member's socket until `stop`; counts and times each `fanout SEQ` line (the warm-up
-/// message 0 is counted, not timed). Returns the latency histogram (ns) and the errors.
+/// message 0 is counted once per member, not timed). Returns the latency histogram (ns) and the errors.
 fn members_loop(members: Vec<StdStream>, shared: &Shared) -> (Histogram<u64>, Vec<String>) {
     let mut hist = Histogram::<u64>::new(3).expect("a histogram");
     let mut errors = Vec::new();
     let mut poll = Poll::new().expect("a poll");
-    let mut conns: HashMap<usize, (TcpStream, Vec<u8>)> = HashMap::new();
+    // Each member's socket, unparsed bytes, and whether it has counted message 0.
+    let mut conns: HashMap<usize, (TcpStream, Vec<u8>, bool)> = HashMap::new();
     for (i, s) in members.into_iter().enumerate() {
         s.set_nonblocking(true).expect("non-blocking");
         let mut s = TcpStream::from_std(s);
         poll.registry()
             .register(&mut s, Token(i), Interest::READABLE)
             .expect("register");
-        conns.insert(i, (s, Vec::new()));
+        conns.insert(i, (s, Vec::new(), false));
     }
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 << 10];
@@ -224,7 +226,7 @@ fn members_loop(members: Vec<StdStream>, shared: &Shared) -> (Histogram<u64>, Ve
             break;
         }
         for ev in events.iter() {
-            let Some((sock, pending)) = conns.get_mut(&ev.token().0) else {
+            let Some((sock, pending, warmed)) = conns.get_mut(&ev.token().0) else {
                 continue;
             };
             loop {
@@ -240,13 +242,14 @@ fn members_loop(members: Vec<StdStream>, shared: &Shared) -> (Histogram<u64>, Ve
                         while let Some(end) = memchr::memchr(b'\n', &pending[start..]) {
                             let line = &pending[start..start + end];
                             if let Some(seq) = fanout_seq(line) {
-                                if seq < MAX_MESSAGES {
+                                if seq == 0 && !*warmed {
+                                    *warmed = true;
+                                    shared.delivered[0].fetch_add(1, Relaxed);
+                                } else if seq > 0 && seq < MAX_MESSAGES {
                                     shared.delivered[seq].fetch_add(1, Relaxed);
-                                    if seq > 0 {
-                                        let now = shared.start.elapsed().as_nanos() as u64;
-                                        let sent = shared.sent_at[seq].load(Relaxed);
-                                        let _ = hist.record(now.saturating_sub(sent).max(1));
-                                    }
+                                    let now = shared.start.elapsed().as_nanos() as u64;
+                                    let sent = shared.sent_at[seq].load(Relaxed);
+                                    let _ = hist.record(now.saturating_sub(sent).max(1));
                                 }
                             }
                             start += end + 1;

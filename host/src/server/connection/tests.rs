@@ -121,6 +121,23 @@ fn a_partial_message_times_out_and_a_quiet_connection_goes_idle() {
 }
 
 #[test]
+fn a_connection_is_quiet_after_its_last_message_and_not_while_a_reply_waits() {
+    let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
+    let limit = Duration::from_secs(1);
+    client.write_all(b"ping\n").unwrap();
+    fill_until(&mut conn, false);
+    let handled = Instant::now();
+    assert_eq!(conn.next_message(handled).unwrap(), Some(&b"ping"[..]));
+    assert!(!conn.quiet_for(handled + Duration::from_millis(900), limit));
+    assert!(conn.quiet_for(handled + Duration::from_secs(2), limit));
+    conn.reply(b"pong");
+    assert!(
+        !conn.quiet_for(handled + Duration::from_secs(2), limit),
+        "a reply still to be written is not quiet"
+    );
+}
+
+#[test]
 fn an_oversize_message_closes_after_the_queued_replies() {
     let (mut conn, mut client) = pair(Framing::Line, 1 << 20);
     client.write_all(&[b'x'; 40]).unwrap();
