@@ -122,7 +122,7 @@ impl Connection {
         if let Some(since) = self.partial_since {
             return over(since, limits.message).then_some(Expired::Message);
         }
-        let idle = self.pending_output() == 0 && over(self.last_active, limits.idle);
+        let idle = limits.idle.is_some_and(|l| self.quiet_for(now, l));
         idle.then_some(Expired::Idle)
     }
 
