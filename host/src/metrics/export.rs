@@ -131,27 +131,27 @@ impl Exporter {
             MetricType::Counter,
             by_direction(|s| &s.bytes_in, |s| &s.bytes_out),
         )?;
-        let instances = stages.iter().enumerate().map(|(i, (stage, plugin))| {
-            let labels = [("plugin", *plugin), ("stage", stage.as_str())];
-            (labels, total(i, |s| &s.instances))
-        });
+        let per_stage = |field: Field| {
+            (stages.iter().enumerate())
+                .map(|(i, (stage, plugin))| {
+                    let labels = [("plugin", *plugin), ("stage", stage.as_str())];
+                    (labels, total(i, field))
+                })
+                .collect::<Vec<_>>()
+        };
         family(
             e,
             "plugin_instances_created",
             "Plugin instances made, per stage",
             MetricType::Counter,
-            instances,
+            per_stage(|s| &s.instances),
         )?;
-        let hibernated = stages.iter().enumerate().map(|(i, (stage, plugin))| {
-            let labels = [("plugin", *plugin), ("stage", stage.as_str())];
-            (labels, total(i, |s| &s.hibernated))
-        });
         family(
             e,
             "plugin_instances_hibernated",
             "Instances given up by connections quiet for --hibernate-after, per stage",
             MetricType::Counter,
-            hibernated,
+            per_stage(|s| &s.hibernated),
         )?;
 
         let mut m = e.encode_descriptor(

@@ -37,7 +37,7 @@ pub fn build(cfg: &Config) -> wasmtime::Result<Engine> {
     let slots = instance_slots(cfg);
     // A hibernated connection's slot must give its pages back: kept resident, every slot ever
     // busy at once would hold its share for ever (1,000 Python connections: 2.2 GB instead of
-    // 0.4 GB, bench/README.md).
+    // 0.4 GB, bench/PROFILES.md).
     let keep_resident = match cfg.hibernate_after {
         Some(_) => 0,
         None => KEEP_RESIDENT,
