@@ -270,6 +270,33 @@ impl Collector for Exporter {
             MetricType::Counter,
             pauses,
         )?;
+        let bus = self.metrics.bus();
+        family(
+            &mut e,
+            "bus_messages",
+            "Messages between hosts through Redis (--state redis://): sends, closes and room \
+             publishes this host made, and those it received",
+            MetricType::Counter,
+            [
+                ([("direction", "sent")], bus.sent.load(Relaxed)),
+                ([("direction", "received")], bus.received.load(Relaxed)),
+            ],
+        )?;
+        single(
+            &mut e,
+            "bus_errors",
+            "Messaging bus failures: Redis calls that failed, subscriptions lost, payloads \
+             that were not the bus's",
+            MetricType::Counter,
+            bus.errors.load(Relaxed),
+        )?;
+        single(
+            &mut e,
+            "bus_subscribed",
+            "1 while this host's subscription to the other hosts' messages is up",
+            MetricType::Gauge,
+            bus.connected.load(Relaxed).into(),
+        )?;
         self.encode_stages(&mut e)?;
         let ops = |state: bool| {
             (Op::ALL.into_iter().filter(move |op| op.is_state() == state))

@@ -11,7 +11,7 @@
 mod export;
 mod http;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +161,20 @@ pub struct Metrics {
     /// Bytes all connections hold: the buffered-bytes budget's shared sum, which the workers
     /// keep within 64 KiB each of the truth (exact at least once a second).
     buffered: Arc<AtomicUsize>,
+    /// The cross-host messaging bus's counters (all zero without one).
+    bus: Arc<BusCounters>,
+}
+
+/// What the messaging bus (`server::messaging::bus`) counts.
+#[derive(Debug, Default)]
+pub struct BusCounters {
+    /// Messages this host published to other hosts, and received from them.
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    /// Redis calls that failed, lost subscriptions, and payloads that were not the bus's.
+    pub errors: AtomicU64,
+    /// Whether the subscriber connection is subscribed now.
+    pub connected: AtomicBool,
 }
 
 impl Metrics {
@@ -170,7 +184,13 @@ impl Metrics {
                 .map(|_| Arc::new(WorkerMetrics::new(stages)))
                 .collect(),
             buffered: Arc::default(),
+            bus: Arc::default(),
         }
+    }
+
+    /// The messaging bus's counters.
+    pub fn bus(&self) -> Arc<BusCounters> {
+        self.bus.clone()
     }
 
     /// Worker `index`'s counters.

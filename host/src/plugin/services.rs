@@ -95,14 +95,15 @@ impl messaging::Host for HostState {
         let m = self
             .messenger_for(Op::Send)
             .ok_or(messaging::Error::UnknownConnection)?;
-        m.send(to, &message).map_err(send_error)
+        m.send(to, &message, self.state_deadline())
+            .map_err(send_error)
     }
 
     fn close(&mut self, conn: u64) -> Result<(), messaging::Error> {
         let m = self
             .messenger_for(Op::Close)
             .ok_or(messaging::Error::UnknownConnection)?;
-        m.close(conn).map_err(send_error)
+        m.close(conn, self.state_deadline()).map_err(send_error)
     }
 
     fn connection_info(&mut self, conn: u64) -> Option<types::Connection> {
@@ -127,13 +128,15 @@ impl messaging::Host for HostState {
     }
 
     fn members(&mut self, room: String) -> Vec<u64> {
+        let deadline = self.state_deadline();
         self.messenger_for(Op::Members)
-            .map_or_else(Vec::new, |m| m.members(&room))
+            .map_or_else(Vec::new, |m| m.members(&room, deadline))
     }
 
     fn publish(&mut self, sender: u64, room: String, message: Vec<u8>, include: bool) -> u32 {
+        let deadline = self.state_deadline();
         self.messenger_for(Op::Publish).map_or(0, |m| {
-            let sent = m.publish(sender, &room, &message, include);
+            let sent = m.publish(sender, &room, &message, include, deadline);
             u32::try_from(sent).unwrap_or(u32::MAX)
         })
     }

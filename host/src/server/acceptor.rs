@@ -91,6 +91,7 @@ impl Acceptor {
         mut listener: TcpListener,
         inboxes: Vec<Inbox>,
         shared: Arc<Shared>,
+        first_id: u64,
     ) -> anyhow::Result<Self> {
         let poll = Poll::new().context("cannot create the acceptor's event loop")?;
         poll.registry()
@@ -103,7 +104,7 @@ impl Acceptor {
             waker,
             inboxes,
             shared,
-            next_id: 1,
+            next_id: first_id,
             refused_since_log: 0,
             last_refusal_log: None,
         })

@@ -11,13 +11,21 @@
 //! treats a pub/sub client over its output limit): it is closed, what was queued for it is
 //! dropped, and the sender is never blocked. Bytes still in the channel are capped too
 //! ([`IN_FLIGHT_FACTOR`] caps per receiver).
+//!
+//! With a shared Redis ([`bus`]), ids name connections on every host, and sends, closes and
+//! publishes reach the other hosts' connections too; `members` lists every host's.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use mio::Waker;
+
+use bus::{Bus, Change};
+
+pub mod bus;
 
 /// What a worker's inbox carries for one of its connections.
 pub enum Delivery {
@@ -89,6 +97,8 @@ pub struct Messenger {
     /// `--max-output-bytes`: what may wait for one receiver, in flight and unsent together.
     max_output: usize,
     max_rooms: usize,
+    /// The hosts sharing this one's Redis, if it has one.
+    bus: Option<Arc<Bus>>,
 }
 
 /// How many `--max-output-bytes` may be in flight to one receiver (sent, not yet taken by its
@@ -111,7 +121,27 @@ impl Messenger {
             inboxes,
             max_output,
             max_rooms,
+            bus: None,
         }
+    }
+
+    /// Reaches the other hosts on `bus` too; its threads start with [`Messenger::start_bus`].
+    pub fn with_bus(mut self, bus: Arc<Bus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Starts the bus's threads, if there is a bus; they stop when the messenger is dropped.
+    pub fn start_bus(self: &Arc<Self>) -> std::io::Result<()> {
+        match &self.bus {
+            Some(bus) => bus.start(Arc::downgrade(self)),
+            None => Ok(()),
+        }
+    }
+
+    /// The id of the host's first connection: 1, or with a bus its host's first.
+    pub fn first_id(&self) -> u64 {
+        self.bus.as_ref().map_or(1, |b| b.first_id())
     }
 
     /// Connection `id`, from `peer` to `local`, is open on `worker`.
@@ -139,6 +169,7 @@ impl Messenger {
                     rooms.remove(&name);
                 }
             }
+            self.changed(Change::Leave { id, room: name });
         }
     }
 
@@ -159,14 +190,37 @@ impl Messenger {
         self.routes_read().get(&id).map(|r| r.addresses.clone())
     }
 
-    /// Sends `bytes` to connection `to`, framed as a reply; never blocks. A receiver over its
-    /// output cap is closed as a slow consumer instead, which is not the sender's error.
-    pub fn send(&self, to: u64, bytes: &[u8]) -> Result<(), SendError> {
+    /// Sends `bytes` to connection `to`, framed as a reply; never blocks on the receiver. A
+    /// receiver over its output cap is closed as a slow consumer instead, which is not the
+    /// sender's error. One on another host is reached through the bus, by `deadline`.
+    pub fn send(&self, to: u64, bytes: &[u8], deadline: Instant) -> Result<(), SendError> {
+        if self.send_local(to, bytes) {
+            return Ok(());
+        }
+        self.remote(to, Some(bytes), deadline)
+    }
+
+    /// Sends `bytes` to `to` if it is open on this host; whether it is.
+    pub(crate) fn send_local(&self, to: u64, bytes: &[u8]) -> bool {
         let routes = self.routes_read();
-        let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
+        let Some(route) = routes.get(&to) else {
+            return false;
+        };
         // A slow consumer's loss is not the sender's error: it is closed, and the send succeeds.
         self.deliver(to, route, &Arc::from(bytes));
-        Ok(())
+        true
+    }
+
+    /// A send (or a close, for `None`) to `to` on another host.
+    fn remote(&self, to: u64, bytes: Option<&[u8]>, deadline: Instant) -> Result<(), SendError> {
+        match &self.bus {
+            // A Redis that cannot be reached cannot tell whether the connection is open.
+            Some(bus) if bus.is_remote(to) => match bus.direct(to, bytes, deadline) {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(_) => Err(SendError::UnknownConnection(to)),
+            },
+            _ => Err(SendError::UnknownConnection(to)),
+        }
     }
 
     /// Queues `bytes` for `to`; false when it will not get them: it is a slow consumer (found
@@ -191,11 +245,21 @@ impl Messenger {
     }
 
     /// Closes connection `to` once what is queued for it is written.
-    pub fn close(&self, to: u64) -> Result<(), SendError> {
+    pub fn close(&self, to: u64, deadline: Instant) -> Result<(), SendError> {
+        if self.close_local(to) {
+            return Ok(());
+        }
+        self.remote(to, None, deadline)
+    }
+
+    /// Closes `to` if it is open on this host; whether it is.
+    pub(crate) fn close_local(&self, to: u64) -> bool {
         let routes = self.routes_read();
-        let route = routes.get(&to).ok_or(SendError::UnknownConnection(to))?;
+        let Some(route) = routes.get(&to) else {
+            return false;
+        };
         self.inboxes[route.worker].put(Delivery::Close { to });
-        Ok(())
+        true
     }
 
     /// Connection `id` joins `room` (nothing changes if it is in it already).
@@ -210,7 +274,12 @@ impl Messenger {
         if !route.rooms.contains(room) && route.rooms.len() >= self.max_rooms {
             return Err(SendError::TooManyRooms(self.max_rooms));
         }
-        route.rooms.insert(room.to_string());
+        if route.rooms.insert(room.to_string()) {
+            self.changed(Change::Join {
+                id,
+                room: room.to_string(),
+            });
+        }
         self.rooms().entry(room.to_string()).or_default().insert(id);
         Ok(())
     }
@@ -227,26 +296,74 @@ impl Messenger {
                     rooms.remove(room);
                 }
             }
+            self.changed(Change::Leave {
+                id,
+                room: room.to_string(),
+            });
         }
         was_in
     }
 
-    /// The ids in `room`, in order.
-    pub fn members(&self, room: &str) -> Vec<u64> {
+    /// The ids in `room`, in order: on every host sharing the bus (this host's alone if Redis
+    /// does not answer by `deadline`).
+    pub fn members(&self, room: &str, deadline: Instant) -> Vec<u64> {
+        let mut ids = self.local_members(room);
+        if let Some(remote) = self
+            .bus
+            .as_ref()
+            .and_then(|b| b.members(room, deadline).ok())
+        {
+            ids.extend(remote);
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        ids
+    }
+
+    fn local_members(&self, room: &str) -> Vec<u64> {
         self.rooms()
             .get(room)
             .map_or_else(Vec::new, |m| m.iter().copied().collect())
     }
 
-    /// Sends `bytes` to every member of `room` (the sender `from` too only if `include_self`);
-    /// returns how many it was queued for (not a slow consumer being closed).
-    pub fn publish(&self, from: u64, room: &str, bytes: &[u8], include_self: bool) -> usize {
-        let members = self.members(room);
+    /// Every (connection, room) membership of this host, for the bus to rewrite.
+    pub(crate) fn memberships(&self) -> Vec<(u64, String)> {
+        let routes = self.routes_read();
+        let rooms = routes
+            .iter()
+            .flat_map(|(id, r)| r.rooms.iter().map(|n| (*id, n.clone())));
+        rooms.collect()
+    }
+
+    /// Sends `bytes` to every member of `room` (the sender `from` too only if `include_self`),
+    /// on every host sharing the bus; returns how many it was queued for (not a slow consumer
+    /// being closed; the other hosts' members as Redis counts them).
+    pub fn publish(
+        &self,
+        from: u64,
+        room: &str,
+        bytes: &[u8],
+        include_self: bool,
+        deadline: Instant,
+    ) -> usize {
+        let skip = (!include_self).then_some(from);
+        let mut sent = self.fan_out(room, skip, bytes);
+        if let Some(bus) = &self.bus {
+            // Unreachable, the other hosts' members miss it: as a slow consumer's would.
+            let remote = bus.publish(room, from, bytes, deadline).unwrap_or(0);
+            sent += usize::try_from(remote).unwrap_or(usize::MAX);
+        }
+        sent
+    }
+
+    /// Sends `bytes` to `room`'s members on this host but `skip`; how many it was queued for.
+    pub(crate) fn fan_out(&self, room: &str, skip: Option<u64>, bytes: &[u8]) -> usize {
+        let members = self.local_members(room);
         let routes = self.routes_read();
         let bytes: Arc<[u8]> = Arc::from(bytes);
         let mut sent = 0;
         for to in members {
-            if to == from && !include_self {
+            if Some(to) == skip {
                 continue;
             }
             if let Some(route) = routes.get(&to) {
@@ -254,6 +371,13 @@ impl Messenger {
             }
         }
         sent
+    }
+
+    /// Tells the bus, if any, of a membership change.
+    fn changed(&self, change: Change) {
+        if let Some(bus) = &self.bus {
+            bus.changed(change);
+        }
     }
 
     fn routes_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, Route>> {

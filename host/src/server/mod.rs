@@ -178,11 +178,20 @@ impl Server {
                 shutdown.subscribe(waker);
                 loops.push((poll, rx, drx));
             }
-            let messenger = Arc::new(Messenger::new(
+            let mut messenger = Messenger::new(
                 outboxes,
                 shared.config.max_output_bytes,
                 shared.config.max_rooms_per_connection,
-            ));
+            );
+            if shared.config.state.starts_with("redis://") {
+                let bus = messaging::bus::Bus::open(&shared.config.state, shared.metrics.bus())
+                    .context("cannot open the messaging bus")?;
+                messenger = messenger.with_bus(Arc::new(bus));
+            }
+            let messenger = Arc::new(messenger);
+            messenger
+                .start_bus()
+                .context("cannot start the messaging bus's threads")?;
             for (index, (poll, rx, drx)) in loops.into_iter().enumerate() {
                 let w = worker::Worker::new(
                     index,
@@ -205,7 +214,8 @@ impl Server {
                         .context("cannot start a worker thread")?,
                 );
             }
-            let acc = acceptor::Acceptor::new(listener, inboxes, shared.clone())?;
+            let first_id = messenger.first_id();
+            let acc = acceptor::Acceptor::new(listener, inboxes, shared.clone(), first_id)?;
             shutdown.subscribe(acc.waker());
             let shared = shared.clone();
             handles.push(

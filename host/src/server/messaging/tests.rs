@@ -18,6 +18,11 @@ use crate::server::{Server, Stats};
 /// goes to the rest of the room as `ID: line`.
 struct Chat(Arc<Messenger>);
 
+/// A deadline no call here reaches (none leaves the host).
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
 fn reply(text: String) -> Result<Outcome, CallError> {
     Ok(Outcome {
         reply: Some(text.into_bytes()),
@@ -56,15 +61,16 @@ impl Handler for Chat {
                     name,
                     format!("* {} joined", conn.id).as_bytes(),
                     false,
+                    soon(),
                 );
                 *room = Some(name.to_string());
                 reply(format!("joined {name}"))
             }
-            ["/send", to, text] => match m.send(to.parse().unwrap_or(0), text.as_bytes()) {
+            ["/send", to, text] => match m.send(to.parse().unwrap_or(0), text.as_bytes(), soon()) {
                 Ok(()) => reply("sent".into()),
                 Err(e) => reply(format!("error: {e}")),
             },
-            ["/close", to] => match m.close(to.parse().unwrap_or(0)) {
+            ["/close", to] => match m.close(to.parse().unwrap_or(0), soon()) {
                 Ok(()) => reply("closing it".into()),
                 Err(e) => reply(format!("error: {e}")),
             },
@@ -72,7 +78,7 @@ impl Handler for Chat {
                 let name = room.as_deref().unwrap_or("");
                 let bytes = vec![b'x'; size.parse().unwrap()];
                 for _ in 0..n.parse::<usize>().unwrap() {
-                    m.publish(conn.id, name, &bytes, false);
+                    m.publish(conn.id, name, &bytes, false, soon());
                 }
                 reply("flooded".into())
             }
@@ -83,6 +89,7 @@ impl Handler for Chat {
                     name,
                     format!("{}: {line}", conn.id).as_bytes(),
                     false,
+                    soon(),
                 );
                 Ok(Outcome::default())
             }
@@ -238,7 +245,7 @@ fn sends_to_unknown_or_closed_connections_fail_and_closes_by_id_work() {
     let messenger = server.messenger.get().unwrap().clone();
     let gone = b.id;
     eventually("the closed connection is forgotten", || {
-        messenger.send(gone, b"late").is_err()
+        messenger.send(gone, b"late", soon()).is_err()
     });
     assert_eq!(
         a.ask(&format!("/send {gone} late")),
@@ -255,9 +262,11 @@ fn a_closed_connection_leaves_its_rooms_and_rooms_are_capped() {
     b.ask("/join lobby");
     assert_eq!(a.line(), format!("* {} joined", b.id));
     let messenger = server.messenger.get().unwrap().clone();
-    assert_eq!(messenger.members("lobby"), [a.id, b.id]);
+    assert_eq!(messenger.members("lobby", soon()), [a.id, b.id]);
     drop(b);
-    eventually("b left the room", || messenger.members("lobby") == [a.id]);
+    eventually("b left the room", || {
+        messenger.members("lobby", soon()) == [a.id]
+    });
     for n in 1..super::MAX_ROOMS_PER_CONNECTION {
         assert_eq!(a.ask(&format!("/join r{n}")), format!("joined r{n}"));
     }
@@ -325,22 +334,22 @@ fn a_publish_does_not_count_a_slow_consumer_it_drops() {
     m.join(2, "r").unwrap();
     let cap = 16 * IN_FLIGHT_FACTOR;
     assert_eq!(
-        m.publish(2, "r", &vec![b'x'; cap], false),
+        m.publish(2, "r", &vec![b'x'; cap], false, soon()),
         1,
         "fits in flight"
     );
     assert_eq!(
-        m.publish(2, "r", b"y", false),
+        m.publish(2, "r", b"y", false, soon()),
         0,
         "over: dropped and not counted"
     );
     assert_eq!(
-        m.publish(2, "r", b"z", false),
+        m.publish(2, "r", b"z", false, soon()),
         0,
         "still slow until its worker closes it"
     );
     assert_eq!(
-        m.send(1, b"w"),
+        m.send(1, b"w", soon()),
         Ok(()),
         "a send to it is not the sender's error"
     );

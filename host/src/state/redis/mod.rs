@@ -28,10 +28,10 @@ use super::error::{OpenError, Quota, QuotaError};
 use super::ops::{Op, Reply};
 use super::{Answer, Backend, KeyPage, Namespace, Quotas, StateError, Ttl, LIST_PAGE};
 
-mod pool;
+pub(crate) mod pool;
 #[cfg(test)]
 #[path = "../../../../tests/support/redis_server.rs"]
-mod server;
+pub(crate) mod server;
 #[cfg(test)]
 mod tests;
 
@@ -54,15 +54,7 @@ impl Redis {
     /// error: the host starts, logs it, answers state calls `unavailable` and `/readyz` 503
     /// until Redis answers.
     pub fn open(url: &str, quotas: Quotas) -> Result<Self, OpenError> {
-        let bad_url = |e| OpenError::RedisUrl(url.to_owned(), e);
-        let info = url.into_connection_info().map_err(bad_url)?;
-        // No `CLIENT SETINFO` at connect: one round trip less for every new connection.
-        let settings = info.redis_settings().clone().set_skip_set_lib_name();
-        // Every call is a request then a wait for its reply: never hold a request back (Nagle).
-        let info = info
-            .set_redis_settings(settings)
-            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-        let client = Client::open(info).map_err(bad_url)?;
+        let client = client(url)?;
         let redis = Redis {
             quotas,
             pool: pool::Pool::new(client),
@@ -157,6 +149,20 @@ impl Redis {
         self.pool
             .run(deadline, |conn| ::redis::cmd("PING").query::<()>(conn))
     }
+}
+
+/// A client for `url` (`redis://HOST:PORT[/DB]`), set up for sandport's request-and-wait calls;
+/// the cross-host messaging bus uses it too.
+pub(crate) fn client(url: &str) -> Result<Client, OpenError> {
+    let bad_url = |e| OpenError::RedisUrl(url.to_owned(), e);
+    let info = url.into_connection_info().map_err(bad_url)?;
+    // No `CLIENT SETINFO` at connect: one round trip less for every new connection.
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    // Every call is a request then a wait for its reply: never hold a request back (Nagle).
+    let info = info
+        .set_redis_settings(settings)
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+    Client::open(info).map_err(bad_url)
 }
 
 impl Backend for Redis {

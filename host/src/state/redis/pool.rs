@@ -41,7 +41,7 @@ pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// shared store is a store that is not there.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub(super) struct Pool {
+pub(crate) struct Pool {
     shared: Arc<Shared>,
 }
 
@@ -223,7 +223,7 @@ impl Shared {
 }
 
 /// Sets `conn`'s socket timeouts to what is left until `deadline`; a timeout error if nothing is.
-pub(super) fn bound(conn: &mut Connection, deadline: Instant) -> RedisResult<()> {
+pub(crate) fn bound(conn: &mut Connection, deadline: Instant) -> RedisResult<()> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline passed");

@@ -28,13 +28,19 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         run(&mut c, |g, s| {
             s.count(Op::Send);
             let message = g.bytes("message", mp, ml)?;
-            Ok(messenger(s).and_then(|m| m.send(to as u64, &message).map_err(send_status)))
+            Ok(messenger(s).and_then(|m| {
+                m.send(to as u64, &message, s.state_deadline())
+                    .map_err(send_status)
+            }))
         })
     })?;
     linker.func_wrap(M, "close", |mut c: C<'_>, conn: i64| {
         run(&mut c, |_, s| {
             s.count(Op::Close);
-            Ok(messenger(s).and_then(|m| m.close(conn as u64).map_err(send_status)))
+            Ok(messenger(s).and_then(|m| {
+                m.close(conn as u64, s.state_deadline())
+                    .map_err(send_status)
+            }))
         })
     })?;
     linker.func_wrap(
@@ -92,7 +98,9 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Ok(room) => room,
                     Err(status) => return Ok(Err(status)),
                 };
-                let ids = s.messenger().map_or_else(Vec::new, |m| m.members(&room));
+                let ids = s
+                    .messenger()
+                    .map_or_else(Vec::new, |m| m.members(&room, s.state_deadline()));
                 let count = u32::try_from(ids.len()).unwrap_or(u32::MAX);
                 g.write(&count_out, 0, &count.to_le_bytes())?;
                 if ids.len().saturating_mul(8) <= out.cap() {
@@ -124,7 +132,13 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Err(status) => return Ok(Err(status)),
                 };
                 let sent = s.messenger().map_or(0, |m| {
-                    m.publish(sender as u64, &room, &message, include != 0)
+                    m.publish(
+                        sender as u64,
+                        &room,
+                        &message,
+                        include != 0,
+                        s.state_deadline(),
+                    )
                 });
                 let sent = u32::try_from(sent).unwrap_or(u32::MAX);
                 g.write(&count_out, 0, &sent.to_le_bytes()).map(Ok)
