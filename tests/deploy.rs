@@ -7,6 +7,7 @@
 //! The numbers that must agree (stop timeouts, descriptors, memory) are checked against the
 //! flags too.
 
+mod cluster;
 mod haproxy;
 mod kubernetes;
 mod systemd;

@@ -2,6 +2,7 @@
 //! with the systemd unit's flags.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -25,12 +26,13 @@ fn haproxy_accepts_the_config() {
 }
 
 /// deploy/haproxy.cfg as it is, but for its addresses (the frontend on `front`, its servers
-/// replaced by one, `server` with its metrics on `metrics`), its check interval, and its global
-/// maxconn, whose descriptors (two a connection) a test machine may not allow.
-fn haproxy_cfg_here(front: SocketAddr, server: SocketAddr, metrics: SocketAddr) -> String {
+/// replaced by `servers`, each a host's address and its metrics address, which the checks
+/// ask), its check interval, and its global maxconn, whose descriptors (two a connection) a
+/// test machine may not allow.
+pub(super) fn haproxy_cfg_here(front: SocketAddr, servers: &[(SocketAddr, SocketAddr)]) -> String {
     let cfg = read(&deploy("haproxy.cfg"));
     let mut out = String::new();
-    let mut servers = 0;
+    let mut lines = 0;
     for line in cfg.lines() {
         let t = line.trim_start();
         if t.starts_with("maxconn ") {
@@ -38,20 +40,60 @@ fn haproxy_cfg_here(front: SocketAddr, server: SocketAddr, metrics: SocketAddr) 
         } else if t.starts_with("bind :7000") {
             out += &format!("    bind {front}\n");
         } else if t.starts_with("server ") {
-            servers += 1;
-            if servers == 1 {
-                out += &format!("    server s1 {server}\n");
+            lines += 1;
+            if lines == 1 {
+                for (i, (server, metrics)) in servers.iter().enumerate() {
+                    let port = metrics.port();
+                    out += &format!("    server s{} {server} port {port}\n", i + 1);
+                }
             }
         } else {
             // Checks every 100 ms instead of 2 s, so that a failing check shows within the test.
-            out += &line
-                .replace(" port 9000 ", &format!(" port {} ", metrics.port()))
-                .replace(" inter 2s ", " inter 100ms ");
+            out += &line.replace(" inter 2s ", " inter 100ms ");
             out += "\n";
         }
     }
-    assert!(servers >= 2 && out.contains(" inter 100ms "));
+    assert!(lines >= 2 && out.contains(" inter 100ms "));
     out
+}
+
+/// A real HAProxy running `cfg`, killed on drop; what it says on stderr and logs on stdout.
+pub(super) struct Haproxy {
+    pub said: LogBuffer,
+    pub logged: LogBuffer,
+    _child: KillOnDrop,
+}
+
+impl Haproxy {
+    /// Starts it and waits until `front` accepts connections.
+    pub fn start(cfg: &Path, front: SocketAddr) -> Haproxy {
+        let mut child = Command::new(debian_tool("haproxy", "haproxy"))
+            .arg("-db")
+            .arg("-f")
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("haproxy starts");
+        let (said, _) = LogBuffer::capture(child.stderr.take().unwrap());
+        let (logged, _) = LogBuffer::capture(child.stdout.take().unwrap());
+        let haproxy = Haproxy {
+            said,
+            logged,
+            _child: KillOnDrop(child),
+        };
+        let listening = eventually(Duration::from_secs(10), || TcpStream::connect(front).ok());
+        assert!(listening.is_some(), "{}", haproxy.said.dump());
+        haproxy
+    }
+}
+
+/// A free port on 127.0.0.1, for a frontend.
+pub(super) fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
 
 #[test]
@@ -60,31 +102,14 @@ fn haproxy_with_the_config_checks_readyz_and_passes_clients_to_the_units_host() 
     let args = unit_args_here(&dir, Some("127.0.0.1/32"));
     let mut server = Server::builder().no_default_listen().args(&args).start();
     let metrics = metrics_addr(&server);
-    let front = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port");
+    let front = free_addr();
     let cfg = dir.write(
         "haproxy.cfg",
-        haproxy_cfg_here(front, server.addr, metrics).as_bytes(),
+        haproxy_cfg_here(front, &[(server.addr, metrics)]).as_bytes(),
     );
-    let mut haproxy = Command::new(debian_tool("haproxy", "haproxy"))
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("haproxy starts");
-    let (said, _) = LogBuffer::capture(haproxy.stderr.take().unwrap());
-    let (logged, _) = LogBuffer::capture(haproxy.stdout.take().unwrap());
-    let _kill = KillOnDrop(haproxy);
+    let haproxy = Haproxy::start(&cfg, front);
+    let (said, logged) = (&haproxy.said, &haproxy.logged);
 
-    // A client from 127.0.0.2 through HAProxy: the plugin (chat) answers it, and sandport saw
-    // its own address in the PROXY v2 header.
-    let listening = eventually(Duration::from_secs(10), || TcpStream::connect(front).ok());
-    assert!(listening.is_some(), "{}", said.dump());
-    drop(listening);
     // Ten checks of /readyz on the metrics port, without a PROXY header: all must pass (two
     // failures in a row would mark the host down).
     std::thread::sleep(Duration::from_secs(1));

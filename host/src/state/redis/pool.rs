@@ -176,8 +176,9 @@ impl Pool {
         }
     }
 
-    /// A connection failed at the socket level: the idle ones most likely share its fate.
-    fn lost(&self) {
+    /// A connection failed at the socket level, or Redis was seen to go away (the messaging
+    /// bus's subscription): the idle ones most likely share its fate.
+    pub fn lost(&self) {
         let stale = std::mem::take(&mut lock(&self.shared.state).idle);
         drop(stale);
     }

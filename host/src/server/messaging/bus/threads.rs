@@ -43,6 +43,9 @@ fn subscriber(bus: &Bus, messenger: &Weak<Messenger>) {
             return;
         };
         bus.counters.errors.fetch_add(1, Relaxed);
+        // Redis went away: the pooled connections went with it, and would each fail one call
+        // (a publish lost) once it is back.
+        bus.pool.lost();
         if bus.counters.connected.swap(false, Relaxed) || first {
             retry = RETRY_MIN;
             tracing::warn!(
