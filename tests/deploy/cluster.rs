@@ -123,7 +123,7 @@ fn chat_clients_on_different_hosts_share_a_room_and_survive_a_redis_restart() {
     c.expect_line("ada: hello from the first host");
     // The member list is written to Redis behind the calls: every host's soon lists all three.
     let all = {
-        let mut all = vec!["ada".to_string(), "bob".into(), names[2].1.clone()];
+        let mut all = ["ada".to_string(), "bob".into(), names[2].1.clone()];
         all.sort();
         all.join(" ")
     };
