@@ -32,6 +32,10 @@ struct Args {
     /// Server address.
     #[arg(long, short, default_value = "127.0.0.1:7000")]
     addr: SocketAddr,
+    /// The sender's server, when it is another host sharing the members' Redis (rooms across
+    /// hosts); by default `--addr`.
+    #[arg(long)]
+    sender_addr: Option<SocketAddr>,
     /// Room members besides the sender.
     #[arg(long, short, default_value_t = 1000)]
     members: usize,
@@ -114,7 +118,8 @@ fn run(args: &Args) -> Result<Report, String> {
     let loop_shared = shared.clone();
     let member_loop = std::thread::spawn(move || members_loop(members, &loop_shared));
 
-    let mut sender = StdStream::connect(args.addr).map_err(|e| format!("sender: {e}"))?;
+    let sender_addr = args.sender_addr.unwrap_or(args.addr);
+    let mut sender = StdStream::connect(sender_addr).map_err(|e| format!("sender: {e}"))?;
     sender.set_nodelay(true).ok();
     sender
         .write_all(join_line.as_bytes())
