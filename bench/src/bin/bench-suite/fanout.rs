@@ -2,6 +2,7 @@
 //! the `chat` example, under the default `--isolation message` and under `worker`.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -12,12 +13,12 @@ use crate::server;
 
 /// What `sandport-fanout` prints (the fields used here).
 #[derive(Debug, Deserialize)]
-struct FanoutReport {
-    messages: u64,
-    deliveries_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-    errors: Vec<String>,
+pub struct FanoutReport {
+    pub messages: u64,
+    pub deliveries_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub errors: Vec<String>,
 }
 
 /// Messages in flight from the sender (each to every member) at most.
@@ -96,16 +97,29 @@ fn run_once(ctx: &Ctx, chat: &Path, iso: &str, members: usize) -> Result<FanoutR
         chat,
         &["--isolation", iso, "--max-connections", &max],
     )?;
+    let report = run_fanout(ctx, running.addr, running.addr, members);
+    running.stop();
+    report
+}
+
+/// Runs `sandport-fanout`: `members` on `addr`, the sender on `sender`.
+pub fn run_fanout(
+    ctx: &Ctx,
+    addr: SocketAddr,
+    sender: SocketAddr,
+    members: usize,
+) -> Result<FanoutReport, String> {
     let fanout = ctx.bins.load.with_file_name("sandport-fanout");
     let out = Command::new(&fanout)
         .arg("--addr")
-        .arg(running.addr.to_string())
+        .arg(addr.to_string())
+        .arg("--sender-addr")
+        .arg(sender.to_string())
         .args(["--members", &members.to_string()])
         .args(["--window", &WINDOW.to_string()])
         .args(["--duration", &format!("{}ms", (ctx.secs * 1e3) as u64)])
         .output()
         .map_err(|e| format!("cannot run {}: {e}", fanout.display()))?;
-    running.stop();
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.trim()).map_err(|e| {
         format!(

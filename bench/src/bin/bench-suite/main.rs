@@ -5,6 +5,7 @@
 
 mod fanout;
 mod languages;
+mod redis;
 mod scenarios;
 mod server;
 mod soak;
@@ -26,6 +27,7 @@ const SCENARIOS: &[&str] = &[
     "c10k",
     "startup",
     "fanout",
+    "redis",
     "languages",
     "soak",
     "micro",
@@ -201,6 +203,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     if wanted("fanout") {
         sections.push(fanout::fanout(&mut ctx, &root.join("plugins/chat.wasm")));
+    }
+    if wanted("redis") {
+        sections.push(redis::redis(&mut ctx, &root));
     }
     if wanted("languages") {
         sections.push(languages::languages(&mut ctx, &root));
