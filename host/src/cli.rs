@@ -143,6 +143,22 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub load: LoadArgs,
 
+    /// Do not watch the plugin files: a new version is then loaded only on SIGHUP. By default
+    /// a file that changes (or, with no --plugin, a file added to or removed from
+    /// --plugins-dir) is loaded and swapped in while serving.
+    #[arg(long, env = "SANDPORT_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// Record every session (connect, each message with its time, each reply, close) into
+    /// this folder, for `sandport replay` (format: docs/record.md). Off unless given.
+    #[arg(long, env = "SANDPORT_RECORD", value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// The most bytes the recordings in --record may take: past it the oldest files are
+    /// deleted.
+    #[arg(long, env = "SANDPORT_RECORD_MAX_BYTES", default_value = "1GiB")]
+    pub record_max_bytes: ByteSize,
+
     /// Worker threads (default: the number of cores). Each owns its connections and instances.
     #[arg(long, env = "SANDPORT_WORKERS")]
     pub workers: Option<usize>,
@@ -264,7 +280,15 @@ impl ServeArgs {
     pub fn into_config(self) -> Result<Config, Error> {
         let plugins = crate::plugin::discovery::resolve(&self.plugins, &self.load.plugins_dir)?;
         let defaults = Config::default();
+        let plugins_dir = self
+            .plugins
+            .is_empty()
+            .then(|| self.load.plugins_dir.clone());
         Ok(Config {
+            plugins_dir,
+            watch: !self.no_watch,
+            record: self.record,
+            record_max_bytes: self.record_max_bytes.0,
             listen: self.listen,
             reuse_port: self.reuse_port,
             metrics_listen: self.metrics_listen,

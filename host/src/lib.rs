@@ -32,6 +32,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod metrics;
 pub mod plugin;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod state;

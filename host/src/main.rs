@@ -58,6 +58,7 @@ fn serve(cli: Cli) -> Result<(), Error> {
         .map(Endpoint::bind)
         .transpose()?;
     server.shutdown().on_signals()?;
+    sandport::reload::on_sighup(vec![Box::new(server.reload_trigger())])?;
     if let Some(endpoint) = endpoint {
         let at = endpoint.local_addr();
         endpoint.serve(server.exporter(), server.shutdown())?;

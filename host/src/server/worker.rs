@@ -72,8 +72,8 @@ pub struct Worker<H: Handler> {
     next_sweep: Instant,
     /// This worker's part of the metrics (the buffered-bytes gauge, here).
     metrics: Arc<WorkerMetrics>,
-    /// The chain's plugin names, for connection log lines.
-    chain: String,
+    /// The chain's plugin names, for connection log lines, and the generation they are of.
+    chain: (u64, String),
     /// This worker's part of the buffered bytes, against `--max-buffered-bytes`.
     share: Share,
     /// Connections paused for the budget: nothing wakes them when other connections (of any
@@ -151,13 +151,7 @@ impl<H: Handler> Worker<H> {
             retry_at: Instant::now(),
             over_budget: false,
             shed_at: Instant::now() - SHED_EVERY,
-            chain: shared
-                .plugins
-                .chain
-                .iter()
-                .map(|p| &*p.name)
-                .collect::<Vec<_>>()
-                .join(","),
+            chain: (u64::MAX, String::new()),
             shared,
             draining: None,
             now: Instant::now(),
@@ -398,6 +392,18 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// The plugin names of the chain serving now, for log lines (made again after a swap).
+    fn chain(&mut self) -> String {
+        let live = &self.shared.live;
+        if self.chain.0 != live.generation() {
+            let (generation, plugins) = live.current();
+            self.chain = (generation, plugins.names().join(","));
+        }
+        self.chain.1.clone()
     }
 }
 

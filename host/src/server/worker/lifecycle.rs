@@ -33,6 +33,7 @@ impl<H: Handler> Worker<H> {
         NewConn { mut stream, id, ip }: NewConn,
         client: Option<SocketAddr>,
     ) {
+        let chain = self.chain();
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
         let peer = client
@@ -54,7 +55,7 @@ impl<H: Handler> Worker<H> {
         tracing::info!(
             conn = id,
             %peer,
-            plugins = %self.chain,
+            plugins = %chain,
             worker = self.index,
             "connection opened"
         );
@@ -104,10 +105,11 @@ impl<H: Handler> Worker<H> {
         {
             self.shared.stats.plugin_failed(&e, s.info.id);
         }
+        let chain = self.chain();
         tracing::info!(
             conn = s.info.id,
             peer = %s.info.peer,
-            plugins = %self.chain,
+            plugins = %chain,
             messages = s.messages,
             errors = s.errors,
             duration_ms = s.opened.elapsed().as_millis() as u64,
