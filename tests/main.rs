@@ -18,6 +18,7 @@ mod in_process;
 mod isolation;
 mod languages;
 mod lifecycle;
+mod live;
 mod load_errors;
 mod metrics;
 mod misbehaving;

@@ -214,6 +214,9 @@ impl Reloader {
             return;
         }
         if chain.is_empty() {
+            for gone in &removed {
+                self.live.reloads().count(&gone.name, Outcome::Refused);
+            }
             tracing::warn!(
                 plugins = %names(&current.chain),
                 "the plugins folder holds no plugin that can be served: removing the last \
