@@ -24,6 +24,7 @@ mod metrics;
 mod misbehaving;
 mod oversize;
 mod proxy_protocol;
+mod replay;
 mod resolution;
 mod scale;
 mod sdk;

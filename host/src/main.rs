@@ -36,6 +36,12 @@ fn main() -> ExitCode {
             };
             tools::call(&cfg, &message)
         }),
+        Some(Command::Replay { replay, load }) => {
+            let capture = replay.capture.clone();
+            replay
+                .config(load)
+                .and_then(|cfg| sandport::replay::replay(&cfg, &capture))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -267,6 +267,14 @@ impl Collector for Exporter {
             MetricType::Counter,
             pauses,
         )?;
+        single(
+            &mut e,
+            "record_dropped",
+            "Recording events (--record) dropped because the writer fell behind; the session \
+             they belonged to is not recorded further",
+            MetricType::Counter,
+            self.metrics.record_dropped().load(Relaxed),
+        )?;
         self.encode_stages(&mut e)?;
         let reloads = self.live.reloads().rows();
         family(

@@ -161,6 +161,8 @@ pub struct Metrics {
     /// Bytes all connections hold: the buffered-bytes budget's shared sum, which the workers
     /// keep within 64 KiB each of the truth (exact at least once a second).
     buffered: Arc<AtomicUsize>,
+    /// Recording events dropped because the writer fell behind (`--record`).
+    record_dropped: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -170,7 +172,13 @@ impl Metrics {
                 .map(|_| Arc::new(WorkerMetrics::new(stages)))
                 .collect(),
             buffered: Arc::default(),
+            record_dropped: Arc::default(),
         }
+    }
+
+    /// The count of recording events dropped, shared with the recorder.
+    pub fn record_dropped(&self) -> Arc<AtomicU64> {
+        self.record_dropped.clone()
     }
 
     /// Worker `index`'s counters.

@@ -25,6 +25,7 @@ use crate::metrics::{Exporter, Metrics};
 use crate::plugin::limits::CutOff;
 use crate::plugin::live::{self, Reloader, Trigger};
 use crate::plugin::{Live, Loader, WorkerPool};
+use crate::record::Recorder;
 use crate::shutdown::Shutdown;
 use handler::{Handler, NativeEcho};
 use messaging::Messenger;
@@ -41,6 +42,8 @@ pub struct Server {
     live: Arc<Live>,
     /// Watches the plugin files and swaps `live`; started by `run`.
     reloader: Option<Reloader>,
+    /// With `--record`: the workers' handle, and the writer thread to wait for at the end.
+    recorder: Option<(Recorder, JoinHandle<()>)>,
     shutdown: Shutdown,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
@@ -60,6 +63,8 @@ pub(crate) struct Shared {
     /// The bytes all connections hold, against `--max-buffered-bytes`.
     pub budget: Arc<budget::Budget>,
     pub shutdown: Shutdown,
+    /// Where sessions are recorded (`--record`).
+    pub recorder: Option<Recorder>,
     /// Until the acceptor has handed over the connections queued at shutdown (then it wakes
     /// every worker): a draining worker with no connection left waits for this to end.
     pub accepting: AtomicBool,
@@ -79,7 +84,22 @@ impl Server {
         };
         // Counters for as many stages as a reloaded chain may have.
         let stages = config.plugins.len().max(live::MAX_STAGES);
+        let metrics = Arc::new(Metrics::new(config.workers, stages));
+        let recorder = match &config.record {
+            Some(dir) => Some(
+                Recorder::start(dir, config.record_max_bytes, metrics.record_dropped()).map_err(
+                    |e| {
+                        Error::config(format!(
+                            "--record {}: cannot record there: {e}",
+                            dir.display()
+                        ))
+                    },
+                )?,
+            ),
+            None => None,
+        };
         Ok(Server {
+            recorder,
             reloader: Some(Reloader::new(
                 loader,
                 live.clone(),
@@ -87,7 +107,7 @@ impl Server {
                 shutdown.clone(),
             )),
             shutdown,
-            metrics: Arc::new(Metrics::new(config.workers, stages)),
+            metrics,
             config,
             live,
             stats: Arc::default(),
@@ -177,7 +197,9 @@ impl Server {
     {
         let workers = self.config.workers;
         let shutdown = self.shutdown;
+        let (recorder, record_writer) = self.recorder.unzip();
         let shared = Arc::new(Shared {
+            recorder,
             per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             per_ip: acceptor::PerIp::default(),
             budget: budget::Budget::new(self.config.max_buffered_bytes, self.metrics.buffered()),
@@ -272,8 +294,16 @@ impl Server {
             }
         }
         shared.stats.log_summary();
+        let stats = shared.stats.clone();
+        // Every thread holding a recorder has ended: the writer writes what is queued and ends.
+        drop(shared);
+        if let Some(w) = record_writer {
+            if w.join().is_err() {
+                tracing::error!("the recording thread panicked");
+            }
+        }
         result.map_err(Error::Runtime)?;
-        match shared.stats.snapshot().thread_panics {
+        match stats.snapshot().thread_panics {
             0 => Ok(()),
             n => Err(Error::ThreadPanicked(n)),
         }

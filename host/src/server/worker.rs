@@ -22,6 +22,8 @@ use crate::config::OnError;
 use crate::framing::Codec;
 use crate::metrics::WorkerMetrics;
 use crate::plugin::bindings::Connection as ConnInfo;
+use crate::plugin::Outcome;
+use crate::record::Event;
 
 pub const WAKER: Token = Token(usize::MAX);
 
@@ -43,6 +45,9 @@ struct Session<S> {
     counted: usize,
     /// Stopped reading for the buffered-bytes budget (and listed in `Worker::paused`).
     paused: bool,
+    /// Whether its events are recorded (`--record`): until one is dropped, so that what is
+    /// recorded of a session is whole.
+    recorded: bool,
 }
 
 pub struct Worker<H: Handler> {
@@ -365,7 +370,20 @@ impl<H: Handler> Worker<H> {
                 }
             };
             s.messages += 1;
-            match self.handler.on_message(&s.info, &mut s.state, message) {
+            let recorder = self.shared.recorder.as_ref().filter(|_| s.recorded);
+            if let Some(r) = recorder {
+                s.recorded = r.record(s.info.id, Event::Message(message.to_vec()));
+            }
+            let res = self.handler.on_message(&s.info, &mut s.state, message);
+            if let Some(r) = recorder.filter(|_| s.recorded) {
+                let outcome = match &res {
+                    Ok(Outcome { reply: Some(b), .. }) => Event::Reply(b.clone()),
+                    Ok(Outcome { reply: None, .. }) => Event::NoReply,
+                    Err(e) => Event::Failed(e.cause.kind().to_string()),
+                };
+                s.recorded = r.record(s.info.id, outcome);
+            }
+            match res {
                 Ok(out) => {
                     if let Some(reply) = out.reply {
                         s.io.reply(&reply);

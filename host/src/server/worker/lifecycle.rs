@@ -14,6 +14,7 @@ use super::super::handler::Handler;
 use super::super::stats::Close;
 use super::{Session, Worker};
 use crate::plugin::bindings::Connection as ConnInfo;
+use crate::record::Event;
 
 impl<H: Handler> Worker<H> {
     pub(super) fn take_new_connections(&mut self) {
@@ -73,9 +74,17 @@ impl<H: Handler> Worker<H> {
             errors: 0,
             counted: 0,
             paused: false,
+            recorded: false,
         });
         let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
         s.connected = connected;
+        if let Some(r) = &self.shared.recorder {
+            let peer = s.info.peer.clone();
+            s.recorded = r.record(id, Event::Connect { peer })
+                && greetings
+                    .iter()
+                    .all(|g| r.record(id, Event::Greeting(g.clone())));
+        }
         for g in greetings {
             s.io.reply(&g);
         }
@@ -104,6 +113,10 @@ impl<H: Handler> Worker<H> {
             .on_disconnect(&s.info, &mut s.state, s.connected)
         {
             self.shared.stats.plugin_failed(&e, s.info.id);
+        }
+        if let Some(r) = self.shared.recorder.as_ref().filter(|_| s.recorded) {
+            let reason = reason.text().to_string();
+            r.record(s.info.id, Event::Close { reason });
         }
         let chain = self.chain();
         tracing::info!(
