@@ -267,31 +267,7 @@ impl Collector for Exporter {
             MetricType::Counter,
             pauses,
         )?;
-        single(
-            &mut e,
-            "record_dropped",
-            "Recording events (--record) dropped because the writer fell behind; the session \
-             they belonged to is not recorded further",
-            MetricType::Counter,
-            self.metrics.record_dropped().load(Relaxed),
-        )?;
         self.encode_stages(&mut e)?;
-        let reloads = self.live.reloads().rows();
-        family(
-            &mut e,
-            "plugin_reloads",
-            "Plugin files reloaded while serving, by plugin and result (loaded: swapped in; \
-             refused: could not be served, the old version serves on; removed: left the folder)",
-            MetricType::Counter,
-            (reloads.iter()).map(|(p, r, n)| ([("plugin", p.as_str()), ("result", *r)], *n)),
-        )?;
-        single(
-            &mut e,
-            "plugin_chain_generation",
-            "How many times the chain was swapped since start",
-            MetricType::Gauge,
-            self.live.generation(),
-        )?;
         let ops = |state: bool| {
             (Op::ALL.into_iter().filter(move |op| op.is_state() == state))
                 .map(|op| ([("op", op.label())], self.ops.get(op)))
@@ -309,7 +285,32 @@ impl Collector for Exporter {
             "Messaging calls by contract 0.2 plugins, by operation",
             MetricType::Counter,
             ops(false),
-        )
+        )?;
+        let reloads = self.live.reloads().rows();
+        family(
+            &mut e,
+            "plugin_reloads",
+            "Plugin files reloaded while serving, by plugin and result (loaded: swapped in; \
+             refused: could not be served, the old version serves on; removed: left the folder)",
+            MetricType::Counter,
+            (reloads.iter()).map(|(p, r, n)| ([("plugin", p.as_str()), ("result", *r)], *n)),
+        )?;
+        single(
+            &mut e,
+            "plugin_chain_generation",
+            "How many times the chain was swapped since start",
+            MetricType::Gauge,
+            self.live.generation(),
+        )?;
+        single(
+            &mut e,
+            "record_dropped",
+            "Recording events (--record) dropped because the writer fell behind; the session \
+             they belonged to is not recorded further",
+            MetricType::Counter,
+            self.metrics.record_dropped().load(Relaxed),
+        )?;
+        Ok(())
     }
 }
 
