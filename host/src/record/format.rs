@@ -33,6 +33,19 @@ pub enum Event {
     Close { reason: String },
 }
 
+impl Event {
+    /// The bytes it carries (what the recording queue counts).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Event::Connect { peer } => peer.len(),
+            Event::Greeting(b) | Event::Message(b) | Event::Reply(b) => b.len(),
+            Event::NoReply => 0,
+            Event::Failed(why) => why.len(),
+            Event::Close { reason } => reason.len(),
+        }
+    }
+}
+
 /// One event of one connection, and when it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {

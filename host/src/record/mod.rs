@@ -8,7 +8,7 @@ pub mod format;
 pub mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,9 +17,10 @@ use crossbeam_channel::{Sender, TrySendError};
 
 pub use format::{Event, Record};
 
-/// Records waiting for the writer at most: past it events are dropped (about 64 MiB of
-/// messages of 1 KiB).
+/// Records waiting for the writer at most, and their payload bytes at most: past either,
+/// events are dropped (a queue of 1 MiB messages must not hold gigabytes).
 const QUEUE: usize = 65_536;
+const QUEUE_BYTES: usize = 64 << 20;
 
 /// A worker's way to record; cheap to clone.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct Recorder {
     tx: Sender<Record>,
     /// Events dropped because the writer fell behind (`sandport_record_dropped_total`).
     dropped: Arc<AtomicU64>,
+    /// Payload bytes queued and not yet taken by the writer, against [`QUEUE_BYTES`].
+    queued: Arc<AtomicUsize>,
 }
 
 /// Microseconds since 1970, the capture's clock.
@@ -46,15 +49,29 @@ impl Recorder {
     ) -> std::io::Result<(Recorder, JoinHandle<()>)> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        let writer = writer::Writer::new(dir, now_us(), cap);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = writer::Writer::new(dir, now_us(), cap, queued.clone());
         let handle = std::thread::Builder::new()
             .name("sandport-record".into())
             .spawn(move || writer.run(rx))?;
-        Ok((Recorder { tx, dropped }, handle))
+        Ok((
+            Recorder {
+                tx,
+                dropped,
+                queued,
+            },
+            handle,
+        ))
     }
 
     /// Queues `event` of connection `conn`; false (and counted) when the writer is behind.
     pub fn record(&self, conn: u64, event: Event) -> bool {
+        let bytes = event.payload_len();
+        if self.queued.fetch_add(bytes, Relaxed) + bytes > QUEUE_BYTES {
+            self.queued.fetch_sub(bytes, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
         let r = Record {
             conn,
             at_us: now_us(),
@@ -63,9 +80,34 @@ impl Recorder {
         match self.tx.try_send(r) {
             Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(bytes, Relaxed);
                 self.dropped.fetch_add(1, Relaxed);
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_past_the_queued_bytes_are_dropped_and_counted_not_buffered() {
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        // No writer takes anything: the queue only fills.
+        let r = Recorder {
+            tx,
+            dropped: dropped.clone(),
+            queued: Arc::default(),
+        };
+        let big = vec![0u8; 1 << 20];
+        let taken = (0..100)
+            .filter(|_| r.record(1, Event::Message(big.clone())))
+            .count();
+        assert_eq!(taken, QUEUE_BYTES >> 20, "64 MiB of 1 MiB messages");
+        assert_eq!(dropped.load(Relaxed), 100 - taken as u64);
+        assert_eq!(rx.len(), taken);
     }
 }

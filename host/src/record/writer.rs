@@ -5,6 +5,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -33,10 +35,12 @@ pub struct Writer {
     segment: u64,
     seq: u64,
     file: Option<(BufWriter<File>, u64)>,
+    /// The recorders' count of payload bytes queued: lowered as records are taken.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
-    pub fn new(dir: &Path, run: u64, cap: u64) -> Writer {
+    pub fn new(dir: &Path, run: u64, cap: u64, queued: Arc<AtomicUsize>) -> Writer {
         Writer {
             dir: dir.to_path_buf(),
             run,
@@ -45,6 +49,7 @@ impl Writer {
             segment: (cap / 8).clamp(4 << 10, 64 << 20),
             seq: 0,
             file: None,
+            queued,
         }
     }
 
@@ -52,7 +57,10 @@ impl Writer {
     pub fn run(mut self, rx: Receiver<Record>) {
         loop {
             let res = match rx.recv_timeout(FLUSH_WHEN_IDLE) {
-                Ok(r) => self.write(&r),
+                Ok(r) => {
+                    self.queued.fetch_sub(r.event.payload_len(), Relaxed);
+                    self.write(&r)
+                }
                 Err(RecvTimeoutError::Timeout) => self.flush(),
                 Err(RecvTimeoutError::Disconnected) => break,
             };
@@ -122,7 +130,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let cap = 64 << 10;
-        let mut w = Writer::new(&dir, 1, cap);
+        let mut w = Writer::new(&dir, 1, cap, Arc::default());
         for i in 0..2000u64 {
             let event = Event::Message(vec![b'x'; 100]);
             w.write(&Record {
