@@ -51,6 +51,47 @@ pub enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// Run the sessions of a capture (--record) through other plugins, in-process, and compare
+    /// each reply with the recorded one: prints a summary and the first differences. Exits 0
+    /// when every reply is the same, 1 when any differs, 2 when the capture cannot be read.
+    Replay {
+        #[command(flatten)]
+        replay: ReplayArgs,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+/// `sandport replay`'s own flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A capture file, or a --record folder (every *.spcap in it, oldest first).
+    pub capture: PathBuf,
+    /// The plugin to replay through, repeatable for a chain (a bare name is also looked up in
+    /// --plugins-dir).
+    #[arg(long = "plugin", value_name = "PATH", required = true)]
+    pub plugins: Vec<PathBuf>,
+    /// What gets a fresh plugin instance, as when serving. Messages were recorded without
+    /// their framing, so no --framing is needed.
+    #[arg(long, value_enum, default_value_t = Isolation::Message)]
+    pub isolation: Isolation,
+    /// One plugin of the chain under its own mode, PLUGIN=MODE; repeatable.
+    #[arg(long, value_name = "PLUGIN=MODE")]
+    pub isolation_of: Vec<IsolationOf>,
+}
+
+impl ReplayArgs {
+    /// The config to replay with: the chain, its settings and budgets.
+    pub fn config(self, load: LoadArgs) -> Result<Config, Error> {
+        let plugins = crate::plugin::discovery::resolve(&self.plugins, &load.plugins_dir)?;
+        Ok(Config {
+            isolation: self.isolation,
+            isolation_of: (self.isolation_of.into_iter())
+                .map(|o| (o.plugin, o.isolation))
+                .collect(),
+            ..load.into_config(plugins)
+        })
+    }
 }
 
 /// What loading and running plugins needs, for serving and for the tools alike.
@@ -142,6 +183,22 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub load: LoadArgs,
+
+    /// Do not watch the plugin files: a new version is then loaded only on SIGHUP. By default
+    /// a file that changes (or, with no --plugin, a file added to or removed from
+    /// --plugins-dir) is loaded and swapped in while serving.
+    #[arg(long, env = "SANDPORT_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// Record every session (connect, each message with its time, each reply, close) into
+    /// this folder, for `sandport replay` (format: docs/record.md). Off unless given.
+    #[arg(long, env = "SANDPORT_RECORD", value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// The most bytes the recordings in --record may take: past it the oldest files are
+    /// deleted.
+    #[arg(long, env = "SANDPORT_RECORD_MAX_BYTES", default_value = "1GiB")]
+    pub record_max_bytes: ByteSize,
 
     /// Worker threads (default: the number of cores). Each owns its connections and instances.
     #[arg(long, env = "SANDPORT_WORKERS")]
@@ -264,7 +321,15 @@ impl ServeArgs {
     pub fn into_config(self) -> Result<Config, Error> {
         let plugins = crate::plugin::discovery::resolve(&self.plugins, &self.load.plugins_dir)?;
         let defaults = Config::default();
+        let plugins_dir = self
+            .plugins
+            .is_empty()
+            .then(|| self.load.plugins_dir.clone());
         Ok(Config {
+            plugins_dir,
+            watch: !self.no_watch,
+            record: self.record,
+            record_max_bytes: self.record_max_bytes.0,
             listen: self.listen,
             reuse_port: self.reuse_port,
             metrics_listen: self.metrics_listen,

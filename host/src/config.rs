@@ -31,6 +31,15 @@ pub struct Config {
     pub state_required_for_ready: bool,
     /// The plugin files of the chain, in call order (`--plugin`, or the plugins folder).
     pub plugins: Vec<PathBuf>,
+    /// The plugins folder, when it defines the chain (no `--plugin`): files added to it or
+    /// removed from it change the chain while the server runs.
+    pub plugins_dir: Option<PathBuf>,
+    /// Reload a plugin file when it changes (`--no-watch` turns it off; SIGHUP always reloads).
+    pub watch: bool,
+    /// Where sessions are recorded (`--record`); `None`: not recorded.
+    pub record: Option<PathBuf>,
+    /// The most bytes the recordings may take; the oldest files go first (`--record-max-bytes`).
+    pub record_max_bytes: u64,
     /// Per-plugin settings read by the `config-get` import, keyed by plugin name (`--config`).
     pub plugin_config: BTreeMap<String, BTreeMap<String, String>>,
     /// Event-loop threads; each owns its connections and its plugin instances (`--workers`).
@@ -115,6 +124,10 @@ impl Default for Config {
             metrics_listen: None,
             state_required_for_ready: false,
             plugins: Vec::new(),
+            plugins_dir: None,
+            watch: true,
+            record: None,
+            record_max_bytes: 1 << 30,
             plugin_config: BTreeMap::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 10_000,

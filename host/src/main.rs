@@ -36,6 +36,12 @@ fn main() -> ExitCode {
             };
             tools::call(&cfg, &message)
         }),
+        Some(Command::Replay { replay, load }) => {
+            let capture = replay.capture.clone();
+            replay
+                .config(load)
+                .and_then(|cfg| sandport::replay::replay(&cfg, &capture))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +64,7 @@ fn serve(cli: Cli) -> Result<(), Error> {
         .map(Endpoint::bind)
         .transpose()?;
     server.shutdown().on_signals()?;
+    sandport::reload::on_sighup(vec![Box::new(server.reload_trigger())])?;
     if let Some(endpoint) = endpoint {
         let at = endpoint.local_addr();
         endpoint.serve(server.exporter(), server.shutdown())?;

@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::{Metrics, Op, Ops, StageCounters, BUCKETS_NS, HOOKS};
+use crate::plugin::Live;
 use crate::server::stats::{Close, Stats, CAUSES};
 use crate::state::{Backend, StateError};
 
@@ -35,8 +36,8 @@ pub struct Exporter {
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     ops: Arc<Ops>,
-    /// The chain's plugin names, by stage.
-    stages: Arc<[Arc<str>]>,
+    /// The chain serving (its plugin names, by stage) and its reloads.
+    live: Arc<Live>,
     /// The state store `/readyz` asks too (`--state-required-for-ready`).
     state: Option<StateCheck>,
 }
@@ -52,17 +53,12 @@ impl fmt::Debug for StateCheck {
 }
 
 impl Exporter {
-    pub fn new(
-        stats: Arc<Stats>,
-        metrics: Arc<Metrics>,
-        ops: Arc<Ops>,
-        stages: Vec<Arc<str>>,
-    ) -> Self {
+    pub fn new(stats: Arc<Stats>, metrics: Arc<Metrics>, ops: Arc<Ops>, live: Arc<Live>) -> Self {
         Exporter {
             stats,
             metrics,
             ops,
-            stages: stages.into(),
+            live,
             state: None,
         }
     }
@@ -92,7 +88,8 @@ impl Exporter {
 
     fn encode_stages(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         let workers = self.metrics.workers();
-        let stages: Vec<(String, &str)> = (self.stages.iter().enumerate())
+        let names = self.live.current().1.names();
+        let stages: Vec<(String, &str)> = (names.iter().enumerate())
             .map(|(i, name)| (i.to_string(), &**name))
             .collect();
         // Stage `i`'s `field`, summed over the workers.
@@ -315,7 +312,32 @@ impl Collector for Exporter {
             "Messaging calls by contract 0.2 plugins, by operation",
             MetricType::Counter,
             ops(false),
-        )
+        )?;
+        let reloads = self.live.reloads().rows();
+        family(
+            &mut e,
+            "plugin_reloads",
+            "Plugin files reloaded while serving, by plugin and result (loaded: swapped in; \
+             refused: could not be served, the old version serves on; removed: left the folder)",
+            MetricType::Counter,
+            (reloads.iter()).map(|(p, r, n)| ([("plugin", p.as_str()), ("result", *r)], *n)),
+        )?;
+        single(
+            &mut e,
+            "plugin_chain_generation",
+            "How many times the chain was swapped since start",
+            MetricType::Gauge,
+            self.live.generation(),
+        )?;
+        single(
+            &mut e,
+            "record_dropped",
+            "Recording events (--record) dropped because the writer fell behind; the session \
+             they belonged to is not recorded further",
+            MetricType::Counter,
+            self.metrics.record_dropped().load(Relaxed),
+        )?;
+        Ok(())
     }
 }
 

@@ -157,6 +157,8 @@ impl WorkerMetrics {
 /// Every worker's counters, read together at a scrape.
 #[derive(Debug)]
 pub struct Metrics {
+    /// Recording events dropped because the writer fell behind (`--record`).
+    record_dropped: Arc<AtomicU64>,
     workers: Vec<Arc<WorkerMetrics>>,
     /// Bytes all connections hold: the buffered-bytes budget's shared sum, which the workers
     /// keep within 64 KiB each of the truth (exact at least once a second).
@@ -180,6 +182,7 @@ pub struct BusCounters {
 impl Metrics {
     pub fn new(workers: usize, stages: usize) -> Self {
         Metrics {
+            record_dropped: Arc::default(),
             workers: (0..workers)
                 .map(|_| Arc::new(WorkerMetrics::new(stages)))
                 .collect(),
@@ -205,6 +208,11 @@ impl Metrics {
     /// The buffered-bytes sum, shared with the server's budget.
     pub fn buffered(&self) -> Arc<AtomicUsize> {
         self.buffered.clone()
+    }
+
+    /// The count of recording events dropped, shared with the recorder.
+    pub fn record_dropped(&self) -> Arc<AtomicU64> {
+        self.record_dropped.clone()
     }
 }
 

@@ -11,6 +11,8 @@ pub mod host_api;
 pub mod instance;
 pub mod kv;
 pub mod limits;
+pub mod live;
+pub mod loader;
 pub mod pool;
 pub mod registry;
 pub mod services;
@@ -19,6 +21,8 @@ use std::path::Path;
 
 pub use error::PluginError;
 pub use limits::CutOff;
+pub use live::Live;
+pub use loader::Loader;
 pub use pool::{CallError, Cause, ConnInstances, Outcome, WorkerPool};
 pub use registry::{Plugin, Plugins};
 

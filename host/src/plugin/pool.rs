@@ -2,24 +2,35 @@
 //! it is thrown away, and how a message flows through the chain.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 
-use wasmtime::{Store, Trap};
+use wasmtime::Store;
 
 use super::bindings::{Connection, Response};
-use super::core_abi::ResultError;
 use super::host_api::HostState;
 use super::instance::Instance;
 use super::limits;
+use super::live::Live;
 use super::registry::Plugins;
+
+mod cause;
 use crate::config::Isolation;
 use crate::metrics::WorkerMetrics;
 use crate::server::messaging::Messenger;
+pub use cause::{CallError, Cause};
 
-/// The instances a connection owns under `--isolation connection` (one per plugin).
+/// The instances a connection owns under `--isolation connection` (one per plugin), and the
+/// chain version they belong to.
 #[derive(Default)]
-pub struct ConnInstances(Vec<Option<Instance>>);
+pub struct ConnInstances {
+    instances: Vec<Option<Instance>>,
+    /// Under a live chain with a stage under `--isolation connection`: the version the
+    /// connection started with, which it keeps until it closes (its instances' memory is not
+    /// migrated). The version is freed when the last connection holding it closes.
+    pinned: Option<Arc<Plugins>>,
+    /// The generation `instances` were made under, when not pinned: a swap drops them.
+    generation: u64,
+}
 
 /// What the chain asks the host to do after a hook.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -30,91 +41,14 @@ pub struct Outcome {
     pub close: bool,
 }
 
-/// A hook that failed; the instance it ran on has been thrown away.
-#[derive(Debug)]
-pub struct CallError {
-    pub plugin: Arc<str>,
-    pub hook: &'static str,
-    pub cause: Cause,
-}
-
-/// Why a hook failed, sorted so logs and counters can tell the budgets apart.
-#[derive(Debug)]
-pub enum Cause {
-    /// The call ran past `--timeout-ms`.
-    Timeout,
-    /// The hook was never called: shutdown had passed its deadline (not the plugin's fault).
-    CutOff,
-    /// The reply was over `--max-reply-bytes`; it is dropped, never buffered.
-    ReplyTooLarge { size: usize, max: usize },
-    /// The instance tried to grow its memory past `--memory-limit`.
-    MemoryLimit,
-    /// The guest's stack overflowed.
-    StackOverflow,
-    /// Any other trap.
-    Trap(String),
-    /// The hook returned `err(message)`.
-    Returned(String),
-    /// A fresh instance could not be made.
-    Instantiate(String),
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cause::Timeout => f.write_str("deadline exceeded: the call ran past --timeout-ms"),
-            Cause::CutOff => f.write_str("not called: the shutdown deadline had passed"),
-            Cause::ReplyTooLarge { size, max } => write!(
-                f,
-                "reply too large: {size} bytes, over --max-reply-bytes {max}"
-            ),
-            Cause::MemoryLimit => f.write_str("memory limit exceeded (--memory-limit)"),
-            Cause::StackOverflow => f.write_str("stack overflow"),
-            Cause::Trap(t) => write!(f, "trap: {t}"),
-            Cause::Returned(e) => write!(f, "plugin returned an error: {e}"),
-            Cause::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
-        }
-    }
-}
-
-impl Cause {
-    /// A short label for counters and the `kind` log field.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Cause::Timeout => "timeout",
-            Cause::CutOff => "cutoff",
-            Cause::ReplyTooLarge { .. } => "reply-too-large",
-            Cause::MemoryLimit => "memory",
-            Cause::StackOverflow => "stack",
-            Cause::Trap(_) => "trap",
-            Cause::Returned(_) => "err",
-            Cause::Instantiate(_) => "instantiate",
-        }
-    }
-
-    fn of(err: wasmtime::Error, store: &Store<HostState>) -> Cause {
-        if store.data().limits.memory_hit() {
-            return Cause::MemoryLimit;
-        }
-        // A core module's reply over the cap, refused before it was copied (`core_abi`).
-        if let Some(&ResultError::TooLarge { len, max, .. }) = err.downcast_ref::<ResultError>() {
-            return Cause::ReplyTooLarge {
-                size: len as usize,
-                max,
-            };
-        }
-        match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Cause::Timeout,
-            Some(Trap::StackOverflow) => Cause::StackOverflow,
-            Some(trap) => Cause::Trap(trap.to_string()),
-            None => Cause::Trap(format!("{err:#}")),
-        }
-    }
-}
-
 /// One worker's view of the plugins: never shared with another thread.
 pub struct WorkerPool {
+    /// The chain version this worker serves new work with.
     plugins: Arc<Plugins>,
+    /// Where new versions come from (`None` for the tools' fixed chain), and the generation of
+    /// `plugins`.
+    live: Option<Arc<Live>>,
+    generation: u64,
     /// Each plugin's isolation mode, in chain order (copied out of `plugins`: read every call).
     isolation: Vec<Isolation>,
     /// Under `--isolation worker`, one long-lived instance per plugin.
@@ -136,10 +70,55 @@ impl WorkerPool {
         WorkerPool {
             metrics: Arc::new(WorkerMetrics::new(plugins.chain.len())),
             plugins,
+            live: None,
+            generation: 0,
             isolation,
             shared,
             spare,
             messenger,
+        }
+    }
+
+    /// A pool that follows `live`: each hook first checks (one atomic load) whether a new
+    /// version was swapped in, and moves to it between two messages.
+    pub fn live(live: Arc<Live>, messenger: Option<Arc<Messenger>>) -> Self {
+        let (generation, plugins) = live.current();
+        let mut pool = WorkerPool::new(plugins, messenger);
+        pool.live = Some(live);
+        pool.generation = generation;
+        pool
+    }
+
+    /// Moves to the live chain's newest version if there is one: this worker's own instances
+    /// (`--isolation worker`) and recycled states belong to the old one and are dropped.
+    fn refresh(&mut self) {
+        let Some(live) = &self.live else { return };
+        if live.generation() == self.generation {
+            return;
+        }
+        let (generation, plugins) = live.current();
+        self.isolation = plugins.chain.iter().map(|p| p.isolation).collect();
+        self.shared = plugins.chain.iter().map(|_| None).collect();
+        self.spare = plugins.chain.iter().map(|_| None).collect();
+        self.plugins = plugins;
+        self.generation = generation;
+    }
+
+    /// The older version `own` is pinned to, if it is not the one this worker serves now.
+    fn stale(&self, own: &ConnInstances) -> Option<Arc<Plugins>> {
+        own.pinned
+            .as_ref()
+            .filter(|p| !Arc::ptr_eq(p, &self.plugins))
+            .cloned()
+    }
+
+    /// Readies `own` for a hook under the current version: instances made under an older one
+    /// are dropped unless the connection is pinned to it.
+    fn follow(&mut self, own: &mut ConnInstances) {
+        self.refresh();
+        if own.pinned.is_none() && own.generation != self.generation {
+            own.instances.clear();
+            own.generation = self.generation;
         }
     }
 
@@ -156,10 +135,21 @@ impl WorkerPool {
         conn: &Connection,
         own: &mut ConnInstances,
     ) -> (Vec<Vec<u8>>, usize, Result<bool, CallError>) {
+        self.follow(own);
+        let pins = self
+            .plugins
+            .chain
+            .iter()
+            .any(|p| p.isolation == Isolation::Connection);
+        if self.live.is_some() && pins {
+            own.pinned = Some(self.plugins.clone());
+        }
         let mut greetings = Vec::new();
         for i in 0..self.plugins.chain.len() {
-            let res = self.call(i, conn.id, own, "on-connect", |inst| inst.on_connect(conn));
-            match res.map(|r| r.map(|resp| self.capped(i, "on-connect", resp))) {
+            let res = self.call(None, i, conn.id, own, "on-connect", |inst| {
+                inst.on_connect(conn)
+            });
+            match res.map(|r| r.map(|resp| self.capped(None, i, "on-connect", resp))) {
                 Ok(Ok(Err(e))) => return (greetings, i, Err(e)),
                 Ok(Ok(Ok(resp))) => {
                     if let Some(g) = &resp.reply {
@@ -171,7 +161,11 @@ impl WorkerPool {
                     }
                 }
                 Ok(Err(msg)) => {
-                    return (greetings, i, Err(self.returned(i, "on-connect", msg, own)))
+                    return (
+                        greetings,
+                        i,
+                        Err(self.returned(None, i, "on-connect", msg, own)),
+                    )
                 }
                 Err(e) => return (greetings, i, Err(e)),
             }
@@ -187,16 +181,18 @@ impl WorkerPool {
         own: &mut ConnInstances,
         message: &[u8],
     ) -> Result<Outcome, CallError> {
+        self.follow(own);
+        let stale = self.stale(own);
         let mut msg = Cow::Borrowed(message);
-        let last = self.plugins.chain.len() - 1;
+        let last = stale.as_ref().unwrap_or(&self.plugins).chain.len() - 1;
         for i in 0..=last {
             self.metrics.message_in(i, msg.len());
-            let resp = self.call(i, conn.id, own, "on-message", |inst| {
+            let resp = self.call(stale.as_ref(), i, conn.id, own, "on-message", |inst| {
                 inst.on_message(conn, &msg)
             })?;
             let resp = match resp {
-                Ok(resp) => self.capped(i, "on-message", resp)?,
-                Err(m) => return Err(self.returned(i, "on-message", m, own)),
+                Ok(resp) => self.capped(stale.as_ref(), i, "on-message", resp)?,
+                Err(m) => return Err(self.returned(stale.as_ref(), i, "on-message", m, own)),
             };
             if let Some(r) = &resp.reply {
                 self.metrics.reply_out(i, r.len());
@@ -223,16 +219,21 @@ impl WorkerPool {
         own: &mut ConnInstances,
         connected: usize,
     ) -> Vec<CallError> {
-        let failed = (0..connected)
+        self.follow(own);
+        let stale = self.stale(own);
+        // A swap may have made the chain shorter since the connection opened.
+        let stages = stale.as_ref().unwrap_or(&self.plugins).chain.len();
+        let failed = (0..connected.min(stages))
             .filter_map(|i| {
-                self.call(i, conn.id, own, "on-disconnect", |inst| {
+                self.call(stale.as_ref(), i, conn.id, own, "on-disconnect", |inst| {
                     inst.on_disconnect(conn)
                 })
                 .err()
             })
             .collect();
-        // The connection's own instances die with it.
-        own.0.clear();
+        // The connection's own instances die with it, and its hold on its version.
+        own.instances.clear();
+        own.pinned = None;
         failed
     }
 
@@ -240,7 +241,7 @@ impl WorkerPool {
     /// fresh ones, as `--isolation message` does for every call. Returns how many were dropped.
     pub fn hibernate(&mut self, own: &mut ConnInstances) -> usize {
         let mut dropped = 0;
-        for (i, slot) in own.0.iter_mut().enumerate() {
+        for (i, slot) in own.instances.iter_mut().enumerate() {
             if slot.take().is_some() {
                 self.metrics.instance_hibernated(i);
                 dropped += 1;
@@ -251,11 +252,18 @@ impl WorkerPool {
 
     /// `resp`, unless its reply is over `--max-reply-bytes`: then an error, and the reply is
     /// dropped here rather than queued for the client (the instance itself did nothing wrong).
-    fn capped(&self, i: usize, hook: &'static str, resp: Response) -> Result<Response, CallError> {
-        let max = self.plugins.max_reply_bytes;
+    fn capped(
+        &self,
+        stale: Option<&Arc<Plugins>>,
+        i: usize,
+        hook: &'static str,
+        resp: Response,
+    ) -> Result<Response, CallError> {
+        let plugins = stale.unwrap_or(&self.plugins);
+        let max = plugins.max_reply_bytes;
         match resp.reply.as_ref().map(Vec::len) {
             Some(size) if size > max => Err(CallError {
-                plugin: self.plugins.chain[i].name.clone(),
+                plugin: plugins.chain[i].name.clone(),
                 hook,
                 cause: Cause::ReplyTooLarge { size, max },
             }),
@@ -266,28 +274,29 @@ impl WorkerPool {
     /// An `err` result: logged like a trap, and the instance is not trusted further.
     fn returned(
         &mut self,
+        stale: Option<&Arc<Plugins>>,
         i: usize,
         hook: &'static str,
         msg: String,
         own: &mut ConnInstances,
     ) -> CallError {
-        *self.slot(i, own) = None;
+        let plugins = stale.unwrap_or(&self.plugins).clone();
+        let isolation = stale_isolation(stale, plugins.chain[i].isolation, self.isolation.get(i));
+        *slot_of(&mut self.shared, isolation, i, own) = None;
         CallError {
-            plugin: self.plugins.chain[i].name.clone(),
+            plugin: plugins.chain[i].name.clone(),
             hook,
             cause: Cause::Returned(msg),
         }
     }
 
-    fn slot<'a>(&'a mut self, i: usize, own: &'a mut ConnInstances) -> &'a mut Option<Instance> {
-        slot_of(&mut self.shared, self.isolation[i], i, own)
-    }
-
     /// Calls one hook of plugin `i` on the instance the isolation mode picks (made first if
     /// there is none), under the call's budget. A trap or timeout throws the instance away.
     /// A call that ran (its instance made) is timed from its start, which `limits` reads once.
+    /// `stale` is the older version a pinned connection runs on instead of the current one.
     fn call<R>(
         &mut self,
+        stale: Option<&Arc<Plugins>>,
         i: usize,
         conn: u64,
         own: &mut ConnInstances,
@@ -303,9 +312,18 @@ impl WorkerPool {
             spare,
             messenger,
             metrics,
+            ..
         } = self;
+        let plugins: &Plugins = stale.map_or(&**plugins, |p| &**p);
         let plugin = &plugins.chain[i];
-        let fresh_each_call = isolation[i] == Isolation::Message;
+        let isolation = stale_isolation(stale, plugin.isolation, isolation.get(i));
+        // The recycled states belong to the current version's plugins.
+        let mut spare = if stale.is_some() {
+            None
+        } else {
+            Some(&mut spare[i])
+        };
+        let fresh_each_call = isolation == Isolation::Message;
         let fail = |cause| CallError {
             plugin: plugin.name.clone(),
             hook,
@@ -315,7 +333,7 @@ impl WorkerPool {
         let start = |store: &mut Store<HostState>| {
             limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::CutOff))
         };
-        let slot = slot_of(shared, isolation[i], i, own);
+        let slot = slot_of(shared, isolation, i, own);
         let started = match slot {
             Some(inst) => match start(&mut inst.store) {
                 Ok(started) => started,
@@ -325,7 +343,8 @@ impl WorkerPool {
                 }
             },
             None => {
-                let mut store = plugins.new_store(plugin, spare[i].take(), messenger.as_ref());
+                let reuse = spare.as_mut().and_then(|s| s.take());
+                let mut store = plugins.new_store(plugin, reuse, messenger.as_ref());
                 let started = start(&mut store)?;
                 let inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
@@ -342,7 +361,10 @@ impl WorkerPool {
             Ok(r) => {
                 if fresh_each_call {
                     let used = slot.take().expect("called above");
-                    spare[i] = used.into_state().recycle();
+                    let recycled = used.into_state().recycle();
+                    if let Some(s) = spare {
+                        *s = recycled;
+                    }
                 }
                 Ok(r)
             }
@@ -352,6 +374,22 @@ impl WorkerPool {
                 Err(fail(cause))
             }
         }
+    }
+}
+
+/// The isolation a stage runs under: its own, except that a connection pinned to an older
+/// version keeps that version's worker-isolated instances itself (the worker's own belong to
+/// the current version). `current` is the worker's mode for stage `i`, when it has one.
+fn stale_isolation(
+    stale: Option<&Arc<Plugins>>,
+    own: Isolation,
+    current: Option<&Isolation>,
+) -> Isolation {
+    match (stale, current) {
+        (Some(_), _) if own == Isolation::Worker => Isolation::Connection,
+        (Some(_), _) => own,
+        (None, Some(&mode)) => mode,
+        (None, None) => own,
     }
 }
 
@@ -365,10 +403,10 @@ fn slot_of<'a>(
     match isolation {
         Isolation::Worker => &mut shared[i],
         Isolation::Connection | Isolation::Message => {
-            if own.0.len() <= i {
-                own.0.resize_with(shared.len(), || None);
+            if own.instances.len() <= i {
+                own.instances.resize_with(i + 1, || None);
             }
-            &mut own.0[i]
+            &mut own.instances[i]
         }
     }
 }

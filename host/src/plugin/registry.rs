@@ -1,28 +1,26 @@
-//! Loading plugins once at start: read, check the kind of file, compile, link against the host's
-//! imports, check the `handler` world, and try one instantiation, with a clear error for each.
+//! A loaded plugin and a chain of them (one version of the chain): what every call needs to
+//! make an instance and run it. `loader.rs` makes them, at start and at every reload.
 
 use crate::metrics::Ops;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{format_err, Engine, Module, Store};
+use wasmtime::{format_err, Engine, Store};
 
-use super::bindings::{v2, Handler, HandlerPre};
-use super::cache::{CodeCache, Source};
-use super::core_abi::{self, CorePlugin};
-use super::engine;
+use super::bindings::{v2, HandlerPre};
+use super::core_abi::CorePlugin;
 use super::error::PluginError;
 use super::host_api::HostState;
-use super::instance::{Handle, Instance};
+use super::instance::Handle;
 use super::limits::{self, CutOff, Limits};
+use super::loader::Loader;
 use super::services::Services;
 use crate::config::{Config, Isolation};
 use crate::error::Error;
 use crate::server::messaging::Messenger;
-use crate::state::{self, Backend, Namespace};
+use crate::state::{Backend, Namespace};
 
 /// One loaded plugin, ready to instantiate cheaply any number of times.
 pub struct Plugin {
@@ -40,6 +38,8 @@ pub struct Plugin {
     pub load_time: Duration,
     /// Whether the compiled code came from the cache.
     pub cached: bool,
+    /// The start of the SHA-256 of the file's bytes: which version of it this is, in logs.
+    pub hash: Arc<str>,
     /// Its own state namespace (`None` only for a 0.1.0 component, which has no state), and the
     /// shared ones the operator gave it (`--shared-state`).
     pub namespace: Option<Namespace>,
@@ -74,7 +74,8 @@ impl PluginKind {
 /// The chain of plugins and what every call of theirs needs.
 pub struct Plugins {
     pub engine: Engine,
-    pub chain: Vec<Plugin>,
+    /// Shared with the chain versions before and after a reload that left the plugin as it was.
+    pub chain: Vec<Arc<Plugin>>,
     /// The per-call time budget.
     pub timeout: Duration,
     pub memory_limit: usize,
@@ -90,20 +91,41 @@ pub struct Plugins {
     pub ops: Arc<Ops>,
 }
 
-/// The two linkers of components, one per contract version.
-struct Linkers {
-    v1: Linker<HostState>,
-    v2: Linker<HostState>,
+/// What the loader shares with the [`Plugins`] it makes (`loader.rs` builds them).
+pub(super) struct Parts {
+    pub engine: Engine,
+    pub timeout: Duration,
+    pub memory_limit: usize,
+    pub max_reply_bytes: usize,
+    pub cutoff: CutOff,
+    pub state: Arc<dyn Backend>,
+    pub all_shared: Arc<BTreeSet<String>>,
+}
+
+impl Plugins {
+    pub(super) fn from_parts(parts: Parts, chain: Vec<Arc<Plugin>>) -> Plugins {
+        Plugins {
+            engine: parts.engine,
+            chain,
+            timeout: parts.timeout,
+            memory_limit: parts.memory_limit,
+            max_reply_bytes: parts.max_reply_bytes,
+            cutoff: parts.cutoff,
+            state: parts.state,
+            all_shared: parts.all_shared,
+            ops: Arc::default(),
+        }
+    }
 }
 
 /// Which kind of Wasm binary a file is, from its 8-byte header.
 #[derive(Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Component,
     CoreModule,
 }
 
-fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
+pub(super) fn kind_of(bytes: &[u8]) -> Result<Kind, PluginError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(PluginError::NotWasm);
     }
@@ -122,165 +144,27 @@ impl Plugins {
     /// Compiles and checks every plugin of the chain; the first that cannot be served stops it.
     /// Every call of theirs is cut off once `cutoff` passes (the server sets it at shutdown).
     pub fn load(cfg: &Config, cutoff: CutOff) -> Result<Plugins, Error> {
-        let engine = engine::build(cfg).map_err(runtime("cannot set up the WebAssembly engine"))?;
-        let core_linker = core_abi::linker(&engine).map_err(runtime("linking the core ABI"))?;
-        let linkers = Linkers::new(&engine)?;
-        let state = state::open(&cfg.state, cfg.state_quotas).map_err(Error::State)?;
-
-        let cache = cfg.cache_dir.as_ref().and_then(|dir| {
-            CodeCache::open(&dir.join("compiled"))
-                .map_err(|e| tracing::warn!("compile cache disabled, every start compiles: {e}"))
-                .ok()
-        });
-        let mut plugins = Plugins {
-            engine,
-            chain: Vec::new(),
-            timeout: cfg.timeout,
-            memory_limit: cfg.memory_limit,
-            max_reply_bytes: cfg.max_reply_bytes,
-            cutoff,
-            state,
-            all_shared: Arc::new(cfg.shared_state.keys().cloned().collect()),
-            ops: Arc::default(),
-        };
-        // Each tick makes running calls check their deadline (see `limits`); the thread ends
-        // with the engine.
-        engine::spawn_ticker(&plugins.engine)
-            .map_err(|e| Error::Runtime(anyhow::anyhow!("cannot start the epoch thread: {e}")))?;
-        for path in &cfg.plugins {
-            let name = super::name_of(path);
-            let config = cfg.plugin_config.get(&name).cloned().unwrap_or_default();
-            let plugin = plugins
-                .load_one(
-                    &linkers,
-                    &core_linker,
-                    cache.as_ref(),
-                    path,
-                    name,
-                    config,
-                    cfg,
-                )
-                .map_err(|kind| Error::plugin(path, kind))?;
-            tracing::info!(
-                plugin = &*plugin.name,
-                path = %path.display(),
-                kind = plugin.kind.describe(),
-                bytes = plugin.size,
-                cached = plugin.cached,
-                load_ms = ms(plugin.load_time),
-                isolation = %plugin.isolation,
-                "plugin loaded"
-            );
-            plugins.chain.push(plugin);
-        }
-        Ok(plugins)
+        Loader::new(cfg, cutoff).and_then(|l| l.load_start(&cfg.plugins))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn load_one(
-        &self,
-        linkers: &Linkers,
-        core_linker: &wasmtime::Linker<HostState>,
-        cache: Option<&CodeCache>,
-        path: &Path,
-        name: String,
-        config: BTreeMap<String, String>,
-        cfg: &Config,
-    ) -> Result<Plugin, PluginError> {
-        let namespace = Namespace::plugin(&name);
-        let shared = cfg
-            .shared_state
-            .iter()
-            .filter(|(_, plugins)| plugins.contains(&name))
-            .map(|(ns, _)| ns.clone())
-            .collect();
-        let mut bytes = std::fs::read(path).map_err(PluginError::Read)?;
-        if path.extension().is_some_and(|e| e == "wat") {
-            bytes = wat::parse_bytes(&bytes)
-                .map_err(PluginError::BadText)?
-                .into_owned();
+    /// The same budgets, engine, state and counters around another chain (a reload's).
+    pub fn with_chain(&self, chain: Vec<Arc<Plugin>>) -> Plugins {
+        Plugins {
+            engine: self.engine.clone(),
+            chain,
+            timeout: self.timeout,
+            memory_limit: self.memory_limit,
+            max_reply_bytes: self.max_reply_bytes,
+            cutoff: self.cutoff.clone(),
+            state: self.state.clone(),
+            all_shared: self.all_shared.clone(),
+            ops: self.ops.clone(),
         }
-        let started = Instant::now();
-        let imports;
-        let mut source = Source::Compiled;
-        let kind = match kind_of(&bytes)? {
-            Kind::CoreModule => {
-                let module = match cache {
-                    Some(c) => c.module(&self.engine, &bytes).map(|(m, s)| {
-                        source = s;
-                        m
-                    }),
-                    None => Module::new(&self.engine, &bytes),
-                }
-                .map_err(PluginError::Invalid)?;
-                imports = module
-                    .imports()
-                    .map(|i| format!("{}::{}", i.module(), i.name()))
-                    .collect();
-                PluginKind::Core(core_abi::load(core_linker, &module, cfg.max_reply_bytes)?)
-            }
-            Kind::Component => {
-                let component = match cache {
-                    Some(c) => c.component(&self.engine, &bytes).map(|(m, s)| {
-                        source = s;
-                        m
-                    }),
-                    None => Component::new(&self.engine, &bytes),
-                }
-                .map_err(PluginError::Invalid)?;
-                imports = component
-                    .component_type()
-                    .imports(&self.engine)
-                    .map(|(name, _)| name.to_string())
-                    .collect::<Vec<_>>();
-                // A component's exports use the types of the contract it was built against, so
-                // it imports that version's `types` interface.
-                if imports
-                    .iter()
-                    .any(|i| i.starts_with("sandport:plugin/types@0.2."))
-                {
-                    let pre = linkers
-                        .v2
-                        .instantiate_pre(&component)
-                        .map_err(PluginError::RefusedImport)?;
-                    PluginKind::ComponentV2(
-                        v2::HandlerPre::new(pre).map_err(PluginError::WrongWorld)?,
-                    )
-                } else {
-                    let pre = linkers
-                        .v1
-                        .instantiate_pre(&component)
-                        .map_err(PluginError::RefusedImport)?;
-                    PluginKind::Component(HandlerPre::new(pre).map_err(PluginError::WrongWorld)?)
-                }
-            }
-        };
-        // Only plugins that can reach the state need a namespace; a 0.1.0 one may have any name.
-        let namespace = match (&kind, namespace) {
-            (PluginKind::Component(_), ns) => ns.ok(),
-            (_, ns) => Some(ns.map_err(PluginError::BadName)?),
-        };
-        let plugin = Plugin {
-            isolation: cfg.isolation_for(&name),
-            name: name.into(),
-            path: path.to_path_buf(),
-            kind,
-            config: Arc::new(config),
-            imports,
-            size: bytes.len(),
-            load_time: started.elapsed(),
-            cached: source == Source::Cache,
-            namespace,
-            shared: Arc::new(shared),
-        };
-        // One trial instance, in a call of its own, catches start-up traps and pool limits now,
-        // not at the first client.
-        let mut store = self.new_store(&plugin, None, None);
-        limits::start_call(&mut store, 0, self.timeout)
-            .map_err(|e| PluginError::Instantiate(wasmtime::Error::new(e)))?;
-        let mut trial = Instance::new(&plugin, store).map_err(PluginError::Instantiate)?;
-        trial.store.data_mut().flush_output();
-        Ok(plugin)
+    }
+
+    /// The chain's plugin names, by stage.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.chain.iter().map(|p| p.name.clone()).collect()
     }
 
     /// A store for one instance of `plugin`, under this server's budgets. `reuse` is the state
@@ -314,31 +198,6 @@ impl Plugins {
     }
 }
 
-impl Linkers {
-    /// WASI 0.2 (with the capped clock) and each contract's host API.
-    fn new(engine: &Engine) -> Result<Linkers, Error> {
-        let base = || -> Result<Linker<HostState>, Error> {
-            let mut linker = Linker::new(engine);
-            wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime("linking WASI"))?;
-            limits::link_capped_clock(&mut linker).map_err(runtime("linking the capped clock"))?;
-            Ok(linker)
-        };
-        let mut v1 = base()?;
-        Handler::add_to_linker::<_, HasSelf<HostState>>(&mut v1, |s| s)
-            .map_err(runtime("linking the host API"))?;
-        let mut v2 = base()?;
-        v2::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut v2, |s| s)
-            .map_err(runtime("linking the host API 0.2"))?;
-        Ok(Linkers { v1, v2 })
-    }
-}
-
-/// Wraps a failure to set up the engine or a linker with what was being set up, keeping
-/// wasmtime's cause chain.
-fn runtime(what: &'static str) -> impl FnOnce(wasmtime::Error) -> Error {
-    move |e| Error::Runtime(anyhow::Error::from_boxed(e.into_boxed_dyn_error()).context(what))
-}
-
 impl Plugin {
     /// A fresh instance's entry points in `store` (made by [`Plugins::new_store`] for this
     /// plugin); [`Instance::new`] wraps them with their store.
@@ -351,7 +210,7 @@ impl Plugin {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 

@@ -23,7 +23,9 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::{Exporter, Metrics};
 use crate::plugin::limits::CutOff;
-use crate::plugin::{Plugins, WorkerPool};
+use crate::plugin::live::{self, Reloader, Trigger};
+use crate::plugin::{Live, Loader, WorkerPool};
+use crate::record::Recorder;
 use crate::shutdown::Shutdown;
 use handler::{Handler, NativeEcho};
 use messaging::Messenger;
@@ -36,7 +38,12 @@ const WORKER_STACK: usize = 8 << 20;
 /// A loaded, ready-to-run server.
 pub struct Server {
     config: Config,
-    plugins: Arc<Plugins>,
+    /// The chain serving now, swapped whole by the reloader.
+    live: Arc<Live>,
+    /// Watches the plugin files and swaps `live`; started by `run`.
+    reloader: Option<Reloader>,
+    /// With `--record`: the workers' handle, and the writer thread to wait for at the end.
+    recorder: Option<(Recorder, JoinHandle<()>)>,
     shutdown: Shutdown,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
@@ -45,7 +52,7 @@ pub struct Server {
 /// State every thread of a running server reads.
 pub(crate) struct Shared {
     pub config: Config,
-    pub plugins: Arc<Plugins>,
+    pub live: Arc<Live>,
     pub stats: Arc<Stats>,
     /// What the workers count beyond `stats`, one part per worker.
     pub metrics: Arc<Metrics>,
@@ -56,6 +63,8 @@ pub(crate) struct Shared {
     /// The bytes all connections hold, against `--max-buffered-bytes`.
     pub budget: Arc<budget::Budget>,
     pub shutdown: Shutdown,
+    /// Where sessions are recorded (`--record`).
+    pub recorder: Option<Recorder>,
     /// Until the acceptor has handed over the connections queued at shutdown (then it wakes
     /// every worker): a draining worker with no connection left waits for this to end.
     pub accepting: AtomicBool,
@@ -66,12 +75,41 @@ impl Server {
     pub fn new(config: Config) -> Result<Server, Error> {
         config.validate()?;
         let cutoff = CutOff::default();
-        let plugins = Arc::new(Plugins::load(&config, cutoff.clone())?);
+        let loader = Loader::new(&config, cutoff.clone())?;
+        let live = Live::new(Arc::new(loader.load_start(&config.plugins)?));
+        let shutdown = Shutdown::new(config.shutdown_timeout, cutoff);
+        let watched = match &config.plugins_dir {
+            Some(dir) => live::Watched::Folder(dir.clone()),
+            None => live::Watched::Files(config.plugins.clone()),
+        };
+        // Counters for as many stages as a reloaded chain may have.
+        let stages = config.plugins.len().max(live::MAX_STAGES);
+        let metrics = Arc::new(Metrics::new(config.workers, stages));
+        let recorder = match &config.record {
+            Some(dir) => Some(
+                Recorder::start(dir, config.record_max_bytes, metrics.record_dropped()).map_err(
+                    |e| {
+                        Error::config(format!(
+                            "--record {}: cannot record there: {e}",
+                            dir.display()
+                        ))
+                    },
+                )?,
+            ),
+            None => None,
+        };
         Ok(Server {
-            shutdown: Shutdown::new(config.shutdown_timeout, cutoff),
-            metrics: Arc::new(Metrics::new(config.workers, plugins.chain.len())),
+            recorder,
+            reloader: Some(Reloader::new(
+                loader,
+                live.clone(),
+                watched,
+                shutdown.clone(),
+            )),
+            shutdown,
+            metrics,
             config,
-            plugins,
+            live,
             stats: Arc::default(),
         })
     }
@@ -86,18 +124,28 @@ impl Server {
         self.stats.clone()
     }
 
+    /// What makes the server reload its plugin files now (SIGHUP sends to it; see `reload`).
+    pub fn reload_trigger(&self) -> impl Fn() + Send + 'static {
+        let tx = self.reloader.as_ref().map(Reloader::trigger);
+        move || {
+            if let Some(tx) = &tx {
+                let _ = tx.send(Trigger::Hangup);
+            }
+        }
+    }
+
     /// What `/metrics` serves: these stats and the workers' counters, read at each scrape; and
     /// with `--state-required-for-ready`, the store `/readyz` asks.
     pub fn exporter(&self) -> Exporter {
-        let stages = self.plugins.chain.iter().map(|p| p.name.clone()).collect();
+        let plugins = self.live.current().1;
         let exporter = Exporter::new(
             self.stats.clone(),
             self.metrics.clone(),
-            self.plugins.ops.clone(),
-            stages,
+            plugins.ops.clone(),
+            self.live.clone(),
         );
         if self.config.state_required_for_ready {
-            exporter.with_state_check(self.plugins.state.clone())
+            exporter.with_state_check(plugins.state.clone())
         } else {
             exporter
         }
@@ -120,14 +168,19 @@ impl Server {
 
     /// Serves clients from `listener` until shutdown is triggered, then drains and returns;
     /// an error if a server thread panicked.
-    pub fn run(self, listener: TcpListener) -> Result<(), Error> {
+    pub fn run(mut self, listener: TcpListener) -> Result<(), Error> {
         if self.config.native_echo {
             self.run_with(listener, |_, _| NativeEcho)
         } else {
-            let plugins = self.plugins.clone();
+            if let Some(reloader) = self.reloader.take() {
+                reloader.spawn(self.config.watch).map_err(|e| {
+                    Error::Runtime(anyhow::Error::new(e).context("cannot start the reloader"))
+                })?;
+            }
+            let live = self.live.clone();
             let metrics = self.metrics.clone();
             self.run_with(listener, move |index, messenger| {
-                WorkerPool::new(plugins.clone(), Some(messenger.clone()))
+                WorkerPool::live(live.clone(), Some(messenger.clone()))
                     .observed(metrics.worker(index))
             })
         }
@@ -144,12 +197,14 @@ impl Server {
     {
         let workers = self.config.workers;
         let shutdown = self.shutdown;
+        let (recorder, record_writer) = self.recorder.unzip();
         let shared = Arc::new(Shared {
+            recorder,
             per_worker: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             per_ip: acceptor::PerIp::default(),
             budget: budget::Budget::new(self.config.max_buffered_bytes, self.metrics.buffered()),
             config: self.config,
-            plugins: self.plugins,
+            live: self.live,
             stats: self.stats,
             metrics: self.metrics,
             shutdown: shutdown.clone(),
@@ -249,8 +304,16 @@ impl Server {
             }
         }
         shared.stats.log_summary();
+        let stats = shared.stats.clone();
+        // Every thread holding a recorder has ended: the writer writes what is queued and ends.
+        drop(shared);
+        if let Some(w) = record_writer {
+            if w.join().is_err() {
+                tracing::error!("the recording thread panicked");
+            }
+        }
         result.map_err(Error::Runtime)?;
-        match shared.stats.snapshot().thread_panics {
+        match stats.snapshot().thread_panics {
             0 => Ok(()),
             n => Err(Error::ThreadPanicked(n)),
         }

@@ -22,6 +22,8 @@ use crate::config::OnError;
 use crate::framing::Codec;
 use crate::metrics::WorkerMetrics;
 use crate::plugin::bindings::Connection as ConnInfo;
+use crate::plugin::Outcome;
+use crate::record::Event;
 
 pub const WAKER: Token = Token(usize::MAX);
 
@@ -43,6 +45,9 @@ struct Session<S> {
     counted: usize,
     /// Stopped reading for the buffered-bytes budget (and listed in `Worker::paused`).
     paused: bool,
+    /// Whether its events are recorded (`--record`): until one is dropped, so that what is
+    /// recorded of a session is whole.
+    recorded: bool,
 }
 
 pub struct Worker<H: Handler> {
@@ -72,8 +77,8 @@ pub struct Worker<H: Handler> {
     next_sweep: Instant,
     /// This worker's part of the metrics (the buffered-bytes gauge, here).
     metrics: Arc<WorkerMetrics>,
-    /// The chain's plugin names, for connection log lines.
-    chain: String,
+    /// The chain's plugin names, for connection log lines, and the generation they are of.
+    chain: (u64, String),
     /// This worker's part of the buffered bytes, against `--max-buffered-bytes`.
     share: Share,
     /// Connections paused for the budget: nothing wakes them when other connections (of any
@@ -151,13 +156,7 @@ impl<H: Handler> Worker<H> {
             retry_at: Instant::now(),
             over_budget: false,
             shed_at: Instant::now() - SHED_EVERY,
-            chain: shared
-                .plugins
-                .chain
-                .iter()
-                .map(|p| &*p.name)
-                .collect::<Vec<_>>()
-                .join(","),
+            chain: (u64::MAX, String::new()),
             shared,
             draining: None,
             now: Instant::now(),
@@ -371,7 +370,20 @@ impl<H: Handler> Worker<H> {
                 }
             };
             s.messages += 1;
-            match self.handler.on_message(&s.info, &mut s.state, message) {
+            let recorder = self.shared.recorder.as_ref().filter(|_| s.recorded);
+            if let Some(r) = recorder {
+                s.recorded = r.record(s.info.id, Event::Message(message.to_vec()));
+            }
+            let res = self.handler.on_message(&s.info, &mut s.state, message);
+            if let Some(r) = recorder.filter(|_| s.recorded) {
+                let outcome = match &res {
+                    Ok(Outcome { reply: Some(b), .. }) => Event::Reply(b.clone()),
+                    Ok(Outcome { reply: None, .. }) => Event::NoReply,
+                    Err(e) => Event::Failed(e.cause.kind().to_string()),
+                };
+                s.recorded = r.record(s.info.id, outcome);
+            }
+            match res {
                 Ok(out) => {
                     if let Some(reply) = out.reply {
                         s.io.reply(&reply);
@@ -398,6 +410,18 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// The plugin names of the chain serving now, for log lines (made again after a swap).
+    fn chain(&mut self) -> String {
+        let live = &self.shared.live;
+        if self.chain.0 != live.generation() {
+            let (generation, plugins) = live.current();
+            self.chain = (generation, plugins.names().join(","));
+        }
+        self.chain.1.clone()
     }
 }
 

@@ -9,6 +9,7 @@ mod redis;
 mod scenarios;
 mod server;
 mod soak;
+mod swap;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ const SCENARIOS: &[&str] = &[
     "fanout",
     "redis",
     "languages",
+    "swap",
     "soak",
     "micro",
 ];
@@ -55,7 +57,7 @@ struct Args {
     warmup: Option<f64>,
 
     /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout,
-    /// languages, soak, micro.
+    /// languages, swap, soak, micro.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -209,6 +211,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     if wanted("languages") {
         sections.push(languages::languages(&mut ctx, &root));
+    }
+    if wanted("swap") {
+        sections.push(swap::swap(&mut ctx, &root));
     }
     if wanted("soak") {
         let (total, interval) = match args.soak_secs {

@@ -14,6 +14,7 @@ use super::super::handler::Handler;
 use super::super::stats::Close;
 use super::{Session, Worker};
 use crate::plugin::bindings::Connection as ConnInfo;
+use crate::record::Event;
 
 impl<H: Handler> Worker<H> {
     pub(super) fn take_new_connections(&mut self) {
@@ -33,6 +34,7 @@ impl<H: Handler> Worker<H> {
         NewConn { mut stream, id, ip }: NewConn,
         client: Option<SocketAddr>,
     ) {
+        let chain = self.chain();
         let entry = self.sessions.vacant_entry();
         let key = entry.key();
         let peer = client
@@ -54,7 +56,7 @@ impl<H: Handler> Worker<H> {
         tracing::info!(
             conn = id,
             %peer,
-            plugins = %self.chain,
+            plugins = %chain,
             worker = self.index,
             "connection opened"
         );
@@ -72,9 +74,17 @@ impl<H: Handler> Worker<H> {
             errors: 0,
             counted: 0,
             paused: false,
+            recorded: false,
         });
         let (greetings, connected, res) = self.handler.on_connect(&s.info, &mut s.state);
         s.connected = connected;
+        if let Some(r) = &self.shared.recorder {
+            let peer = s.info.peer.clone();
+            s.recorded = r.record(id, Event::Connect { peer })
+                && greetings
+                    .iter()
+                    .all(|g| r.record(id, Event::Greeting(g.clone())));
+        }
         for g in greetings {
             s.io.reply(&g);
         }
@@ -104,10 +114,15 @@ impl<H: Handler> Worker<H> {
         {
             self.shared.stats.plugin_failed(&e, s.info.id);
         }
+        if let Some(r) = self.shared.recorder.as_ref().filter(|_| s.recorded) {
+            let reason = reason.text().to_string();
+            r.record(s.info.id, Event::Close { reason });
+        }
+        let chain = self.chain();
         tracing::info!(
             conn = s.info.id,
             peer = %s.info.peer,
-            plugins = %self.chain,
+            plugins = %chain,
             messages = s.messages,
             errors = s.errors,
             duration_ms = s.opened.elapsed().as_millis() as u64,
