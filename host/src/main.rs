@@ -57,7 +57,7 @@ fn serve(cli: Cli) -> Result<(), Error> {
         .metrics_listen
         .map(Endpoint::bind)
         .transpose()?;
-    server.shutdown().on_signals()?;
+    server.shutdown().on_signals(server.on_hangup())?;
     if let Some(endpoint) = endpoint {
         let at = endpoint.local_addr();
         endpoint.serve(server.exporter(), server.shutdown())?;

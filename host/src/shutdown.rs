@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::error::Error;
@@ -69,14 +69,22 @@ impl Shutdown {
     }
 
     /// Triggers on the first SIGINT or SIGTERM; a second one exits the process at once (130).
-    pub fn on_signals(&self) -> Result<(), Error> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])
+    /// SIGHUP calls `on_hangup` (reloading the TLS certificate), and never stops the process.
+    pub fn on_signals(&self, on_hangup: impl Fn() + Send + 'static) -> Result<(), Error> {
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
             .map_err(|e| Error::Runtime(anyhow::Error::new(e).context("cannot handle signals")))?;
         let shutdown = self.clone();
         std::thread::Builder::new()
             .name("sandport-signals".into())
             .spawn(move || {
-                for (seen, sig) in signals.forever().enumerate() {
+                let stops = signals.forever().filter(|&sig| {
+                    if sig == SIGHUP {
+                        tracing::info!(signal = "SIGHUP", "reloading");
+                        on_hangup();
+                    }
+                    sig != SIGHUP
+                });
+                for (seen, sig) in stops.enumerate() {
                     let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
                     if seen == 0 {
                         tracing::info!(signal = name, "shutting down");

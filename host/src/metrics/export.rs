@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use super::{Metrics, Op, Ops, StageCounters, BUCKETS_NS, HOOKS};
 use crate::server::stats::{Close, Stats, CAUSES};
+use crate::server::tls::HandshakeFailure;
 use crate::state::{Backend, StateError};
 
 /// The `Content-Type` of what [`Exporter::render`] writes.
@@ -269,6 +270,22 @@ impl Collector for Exporter {
              --max-buffered-bytes and it held more than its share",
             MetricType::Counter,
             pauses,
+        )?;
+        single(
+            &mut e,
+            "tls_handshakes",
+            "TLS handshakes done (--tls-cert)",
+            MetricType::Counter,
+            s.tls_handshakes,
+        )?;
+        let tls_failed =
+            HandshakeFailure::ALL.map(|f| ([("reason", f.label())], s.tls_failed_for(f)));
+        family(
+            &mut e,
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason; none of them reached a plugin",
+            MetricType::Counter,
+            tls_failed,
         )?;
         self.encode_stages(&mut e)?;
         let ops = |state: bool| {

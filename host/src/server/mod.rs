@@ -8,6 +8,8 @@ mod handler;
 pub mod messaging;
 pub(crate) mod proxy_header;
 pub mod stats;
+pub mod tls;
+mod transport;
 mod worker;
 
 use std::panic::AssertUnwindSafe;
@@ -28,6 +30,7 @@ use crate::shutdown::Shutdown;
 use handler::{Handler, NativeEcho};
 use messaging::Messenger;
 use stats::Stats;
+use tls::Tls;
 
 /// Worker threads run plugin code on their own stack, which must hold wasmtime's 512 KiB wasm
 /// stack plus the host frames around it.
@@ -40,6 +43,7 @@ pub struct Server {
     shutdown: Shutdown,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// State every thread of a running server reads.
@@ -59,12 +63,17 @@ pub(crate) struct Shared {
     /// Until the acceptor has handed over the connections queued at shutdown (then it wakes
     /// every worker): a draining worker with no connection left waits for this to end.
     pub accepting: AtomicBool,
+    /// With `--tls-cert`: what new connections' handshakes use (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Server {
     /// Checks the configuration, then loads and checks every plugin; nothing listens yet.
     pub fn new(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let tls = (config.tls_files())
+            .map(|files| Tls::load(files).map(Arc::new).map_err(Error::Tls))
+            .transpose()?;
         let cutoff = CutOff::default();
         let plugins = Arc::new(Plugins::load(&config, cutoff.clone())?);
         Ok(Server {
@@ -73,7 +82,19 @@ impl Server {
             config,
             plugins,
             stats: Arc::default(),
+            tls,
         })
+    }
+
+    /// What SIGHUP does: reload the TLS certificate and key (new handshakes use them, open
+    /// connections keep theirs; a bad pair is refused and logged), or say there is nothing to
+    /// reload.
+    pub fn on_hangup(&self) -> impl Fn() + Send + 'static {
+        let tls = self.tls.clone();
+        move || match &tls {
+            Some(tls) => tls.reload_logged(),
+            None => tracing::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+        }
     }
 
     /// The handle that stops this server (from a signal handler, another thread, a test).
@@ -154,6 +175,7 @@ impl Server {
             metrics: self.metrics,
             shutdown: shutdown.clone(),
             accepting: AtomicBool::new(true),
+            tls: self.tls,
         });
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut inboxes = Vec::new();
