@@ -74,7 +74,7 @@ impl<H: Handler> Worker<H> {
                 %peer,
                 plugins = %self.chain,
                 worker = self.index,
-                client_cert = %subject,
+                client_cert = ?subject,
                 "connection opened"
             ),
             None => tracing::info!(
