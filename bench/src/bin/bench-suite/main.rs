@@ -8,6 +8,7 @@ mod languages;
 mod scenarios;
 mod server;
 mod soak;
+mod tls;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ const SCENARIOS: &[&str] = &[
     "fanout",
     "languages",
     "soak",
+    "tls",
     "micro",
 ];
 
@@ -53,7 +55,7 @@ struct Args {
     warmup: Option<f64>,
 
     /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout,
-    /// languages, soak, micro.
+    /// languages, soak, tls, micro.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -212,6 +214,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
             None => (600.0, 10.0),
         };
         sections.push(soak::soak(&mut ctx, total, interval));
+    }
+    if wanted("tls") {
+        sections.push(tls::tls(&mut ctx));
     }
     if wanted("micro") && !smoke {
         let since = args
