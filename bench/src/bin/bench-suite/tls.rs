@@ -78,7 +78,7 @@ pub fn tls(ctx: &mut Ctx) -> Section {
     }
     let conns = if ctx.smoke { 4 } else { 64 };
     let spec = LoadSpec::ping_pong(conns, 64);
-    let load_tls = vec!["--tls-ca".to_string(), cert.display().to_string()];
+    let load_tls = ["--tls-ca".to_string(), cert.display().to_string()];
     let mut tput: Vec<Vec<(f64, f64)>> = vec![Vec::new(); cases.len()];
     let mut handshakes: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let config = client_config(Some(&cert)).expect("the bench CA loads");

@@ -7,11 +7,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use rustls::ServerConnection;
+use rustls::{ServerConfig, ServerConnection};
 use slab::Slab;
 
 use super::super::acceptor::NewConn;
@@ -68,12 +69,19 @@ enum Step {
 impl<H: Handler> Worker<H> {
     /// Takes a connection whose TLS handshake must come first; `client` is the address of its
     /// PROXY header, if it had one.
-    pub(super) fn begin_handshake(&mut self, nc: NewConn, client: Option<SocketAddr>) {
+    pub(super) fn begin_handshake(
+        &mut self,
+        nc: NewConn,
+        client: Option<SocketAddr>,
+        config: Arc<ServerConfig>,
+    ) {
         let NewConn { mut stream, id, ip } = nc;
         let peer = client.or_else(|| stream.peer_addr().ok());
-        let Some(config) = self.shared.tls.as_ref().map(|t| t.current()) else {
-            unreachable!("a handshake begins only with --tls-cert");
-        };
+        if self.draining.is_some() {
+            // It would not be served: a handshake only to close it would be wasted.
+            self.shared.per_ip.release(ip);
+            return self.refuse(id, peer, Close::NotServed, "shutting down");
+        }
         let tls = match ServerConnection::new(config) {
             Ok(tls) => tls,
             Err(e) => {

@@ -30,10 +30,13 @@ impl<H: Handler> Worker<H> {
 
     /// A connection past its PROXY header (if any): its TLS handshake next, or served at once.
     pub(super) fn admit(&mut self, nc: NewConn, client: Option<SocketAddr>) {
-        if self.shared.tls.is_some() {
-            self.begin_handshake(nc, client);
-        } else {
-            self.open(nc, client, None);
+        match &self.shared.tls {
+            // Read once per connection: a reload between two handshakes changes the next one.
+            Some(tls) => {
+                let config = tls.current();
+                self.begin_handshake(nc, client, config);
+            }
+            None => self.open(nc, client, None),
         }
     }
 
