@@ -7,6 +7,7 @@
 #   bench/run.sh --smoke          a tiny run that only proves everything works (CI); exits
 #                                 non-zero on any failure; writes target/bench-smoke/BENCHMARKS.md
 #   bench/run.sh --only echo,c10k only some scenarios (echo, large, tpc, c10k, startup, fanout, redis, languages,
+#                                 swap, tls,
 #                                 soak, micro); --soak-secs N shortens the soak
 #
 # Options of this script (the others go to bench-suite, see `bench-suite --help`):

@@ -29,5 +29,6 @@ mod resolution;
 mod scale;
 mod sdk;
 mod shutdown;
+mod tls;
 mod tools;
 mod upgrade;

@@ -4,6 +4,7 @@
 
 pub mod payload;
 pub mod report;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -233,6 +233,20 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<Cidr>,
 
+    /// Serve TLS (1.2 and 1.3) with this certificate chain (PEM, the server's first); needs
+    /// --tls-key. SIGHUP reloads both; a bad new pair is refused and the old one kept.
+    #[arg(long, env = "SANDPORT_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SANDPORT_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: clients must show a certificate issued by one of these CAs (PEM); its
+    /// subject is in the connection log line and given to plugins. Needs --tls-cert.
+    #[arg(long, env = "SANDPORT_TLS_CLIENT_CA", value_name = "PATH")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// What gets a fresh plugin instance: every message, every connection, or one per worker.
     #[arg(long, env = "SANDPORT_ISOLATION", value_enum, default_value_t = Isolation::Message)]
     pub isolation: Isolation,
@@ -339,6 +353,9 @@ impl ServeArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             proxy_protocol: self.proxy_protocol,
             trusted_proxies: self.trusted_proxies,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_client_ca: self.tls_client_ca,
             isolation: self.isolation,
             isolation_of: (self.isolation_of.into_iter())
                 .map(|o| (o.plugin, o.isolation))

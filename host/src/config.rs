@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::server::tls::TlsFiles;
 
 mod cidr;
 mod flags;
@@ -53,6 +54,11 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// Where PROXY headers may come from (`--trusted-proxies`).
     pub trusted_proxies: Vec<Cidr>,
+    /// TLS: the certificate chain and its key, PEM (`--tls-cert`, `--tls-key`); both or none.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: the CAs client certificates must chain to (`--tls-client-ca`).
+    pub tls_client_ca: Option<PathBuf>,
     /// What gets a fresh plugin instance.
     pub isolation: Isolation,
     /// Plugins of the chain under another mode than `isolation`, by name (`--isolation-of`).
@@ -134,6 +140,9 @@ impl Default for Config {
             max_connections_per_ip: 0,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             isolation: Isolation::Message,
             isolation_of: BTreeMap::new(),
             framing: Framing::Line,
@@ -178,6 +187,16 @@ impl Config {
             (false, false) => {
                 return Err(Error::config(
                     "--trusted-proxies is given without --proxy-protocol",
+                ))
+            }
+            _ => {}
+        }
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(_), None, _) => return Err(Error::config("--tls-cert needs --tls-key")),
+            (None, Some(_), _) => return Err(Error::config("--tls-key needs --tls-cert")),
+            (None, None, Some(_)) => {
+                return Err(Error::config(
+                    "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first",
                 ))
             }
             _ => {}
@@ -288,6 +307,15 @@ impl Config {
 }
 
 impl Config {
+    /// The TLS files, when TLS is on (`validate` made sure both halves of the pair are given).
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     /// The isolation mode plugin `name` runs under.
     pub fn isolation_for(&self, name: &str) -> Isolation {
         self.isolation_of

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("cannot open the state store (--state)")]
     State(#[source] crate::state::OpenError),
 
+    /// The TLS certificate, key or client CAs (`--tls-*`) cannot be served; why is its source.
+    #[error("cannot set up TLS")]
+    Tls(#[source] crate::server::tls::TlsError),
+
     /// The listening socket could not be opened.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -66,6 +70,7 @@ impl Error {
             Error::Config(_)
             | Error::Plugin { .. }
             | Error::State(_)
+            | Error::Tls(_)
             | Error::Bind { .. }
             | Error::MetricsBind { .. } => 2,
             Error::Runtime(_) | Error::ThreadPanicked(_) => 1,

@@ -64,7 +64,11 @@ fn serve(cli: Cli) -> Result<(), Error> {
         .map(Endpoint::bind)
         .transpose()?;
     server.shutdown().on_signals()?;
-    sandport::reload::on_sighup(vec![Box::new(server.reload_trigger())])?;
+    let hooks: Vec<sandport::reload::Hook> = vec![
+        Box::new(server.reload_trigger()),
+        Box::new(server.on_hangup()),
+    ];
+    sandport::reload::on_sighup(hooks)?;
     if let Some(endpoint) = endpoint {
         let at = endpoint.local_addr();
         endpoint.serve(server.exporter(), server.shutdown())?;

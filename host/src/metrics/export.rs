@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use super::{Metrics, Op, Ops, StageCounters, BUCKETS_NS, HOOKS};
 use crate::plugin::Live;
 use crate::server::stats::{Close, Stats, CAUSES};
+use crate::server::tls::HandshakeFailure;
 use crate::state::{Backend, StateError};
 
 /// The `Content-Type` of what [`Exporter::render`] writes.
@@ -293,6 +294,22 @@ impl Collector for Exporter {
             "1 while this host's subscription to the other hosts' messages is up",
             MetricType::Gauge,
             bus.connected.load(Relaxed).into(),
+        )?;
+        single(
+            &mut e,
+            "tls_handshakes",
+            "TLS handshakes done (--tls-cert)",
+            MetricType::Counter,
+            s.tls_handshakes,
+        )?;
+        let tls_failed =
+            HandshakeFailure::ALL.map(|f| ([("reason", f.label())], s.tls_failed_for(f)));
+        family(
+            &mut e,
+            "tls_handshake_failures",
+            "TLS handshakes that failed, by reason; none of them reached a plugin",
+            MetricType::Counter,
+            tls_failed,
         )?;
         self.encode_stages(&mut e)?;
         let ops = |state: bool| {

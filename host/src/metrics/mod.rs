@@ -238,10 +238,11 @@ pub enum Op {
     Leave,
     Members,
     Publish,
+    PeerCertificate,
 }
 
 impl Op {
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 20] = [
         Op::Open,
         Op::Get,
         Op::Set,
@@ -261,6 +262,7 @@ impl Op {
         Op::Leave,
         Op::Members,
         Op::Publish,
+        Op::PeerCertificate,
     ];
 
     /// The import's name, as the plugin calls it: the `op` label.
@@ -285,6 +287,7 @@ impl Op {
             Op::Leave => "leave",
             Op::Members => "members",
             Op::Publish => "publish",
+            Op::PeerCertificate => "peer-certificate",
         }
     }
 

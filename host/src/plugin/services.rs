@@ -115,6 +115,11 @@ impl messaging::Host for HostState {
         })
     }
 
+    fn peer_certificate(&mut self, conn: u64) -> Option<String> {
+        let m = self.messenger_for(Op::PeerCertificate)?;
+        m.certificate(conn).ok().flatten().map(|s| s.to_string())
+    }
+
     fn join(&mut self, conn: u64, room: String) -> Result<(), messaging::Error> {
         let m = self
             .messenger_for(Op::Join)

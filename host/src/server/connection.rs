@@ -1,15 +1,17 @@
-//! One client connection's bytes: its socket, the read buffer cut into messages by the codec,
-//! the queue of framed replies, the output cap, and the close that waits for that queue to drain.
+//! One client connection's bytes: its transport (the socket, or TLS on it), the read buffer cut
+//! into messages by the codec, the queue of framed replies, the output cap, and the close that
+//! waits for that queue to drain.
 //!
 //! The worker asks it for the next message and hands it replies; it never touches the buffers.
 //! Modelled on mini-redis's `Connection`.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use super::stats::Close;
+use super::transport::Transport;
 use crate::framing::{Codec, FrameError};
 
 /// What one read from the socket did.
@@ -24,7 +26,8 @@ pub enum Fill {
 }
 
 pub struct Connection {
-    stream: TcpStream,
+    /// Plain TCP, or TLS whose decrypted stream is what the codec sees.
+    transport: Transport,
     codec: Codec,
     /// Bytes read but not yet handed out; `consumed` bytes at its front already were.
     input: Vec<u8>,
@@ -79,9 +82,9 @@ pub struct Timeouts {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, codec: Codec, max_output: usize) -> Self {
+    pub fn new(transport: Transport, codec: Codec, max_output: usize) -> Self {
         Connection {
-            stream,
+            transport,
             codec,
             input: Vec::new(),
             consumed: 0,
@@ -100,7 +103,9 @@ impl Connection {
     /// Whether the connection has been quiet (no message handled, nothing written) for longer
     /// than `limit` at `now`, with nothing waiting to go out.
     pub fn quiet_for(&self, now: Instant, limit: Duration) -> bool {
-        self.pending_output() == 0 && now.saturating_duration_since(self.last_active) > limit
+        self.pending_output() == 0
+            && !self.transport.holds_output()
+            && now.saturating_duration_since(self.last_active) > limit
     }
 
     /// Whether a time limit has passed at `now`: output the client takes none of, a message
@@ -133,7 +138,7 @@ impl Connection {
         if self.stalled_since.is_none() {
             return false;
         }
-        let unsent = unsent_in_kernel(&self.stream);
+        let unsent = unsent_in_kernel(self.transport.tcp());
         let took =
             matches!((self.kernel_unsent, unsent), (Some(before), Some(now)) if now < before);
         self.kernel_unsent = unsent;
@@ -145,7 +150,12 @@ impl Connection {
 
     /// The socket, for registering it with an event loop.
     pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+        self.transport.tcp_mut()
+    }
+
+    /// The connection is being closed: a TLS session says so to its client (close_notify).
+    pub fn end_session(&mut self) {
+        self.transport.close_notify();
     }
 
     /// The next whole message, or `None` when more input is needed, the output is over its cap
@@ -229,7 +239,7 @@ impl Connection {
     /// Once everything queued is written: why the connection is over (`closing`'s reason, or
     /// `at_end` when the client or shutdown ended the reading), or `None` while it goes on.
     pub fn finished(&self, at_end: Close) -> Option<Close> {
-        if self.written < self.output.len() {
+        if self.written < self.output.len() || self.transport.holds_output() {
             return None;
         }
         self.closing.or(self.done_reading.then_some(at_end))
@@ -241,7 +251,7 @@ impl Connection {
     pub fn fill(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<Fill> {
         let room = self.codec.read_size().min(scratch.len());
         loop {
-            return match self.stream.read(&mut scratch[..room]) {
+            return match self.transport.read(&mut scratch[..room]) {
                 Ok(0) => {
                     self.done_reading = true;
                     Ok(Fill::Eof)
@@ -262,10 +272,14 @@ impl Connection {
 
     /// Writes as much queued output as the socket takes now. Output left over starts the
     /// write clock, unless it was already running and the client took nothing.
+    /// Over TLS, records rustls still holds count as waiting output too: they go first.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
-        let mut took_some = false;
+        let mut took_some = self.transport.push()?;
+        if took_some {
+            self.last_active = now;
+        }
         while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
+            match self.transport.write(&self.output[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
@@ -281,11 +295,13 @@ impl Connection {
             self.kernel_unsent = None;
         }
         if self.written == self.output.len() {
-            self.stalled_since = None;
             self.output.clear();
             self.written = 0;
             shrink_idle(&mut self.output);
-            return Ok(());
+            if !self.transport.holds_output() {
+                self.stalled_since = None;
+                return Ok(());
+            }
         }
         if took_some || self.stalled_since.is_none() {
             self.stalled_since = Some(now);

@@ -59,6 +59,8 @@ struct Route {
     rooms: BTreeSet<String>,
     /// Its peer and local addresses, for `messaging.connection`.
     addresses: Arc<(String, String)>,
+    /// Under mutual TLS, its client certificate's subject (`messaging.peer-certificate`).
+    certificate: Option<Arc<str>>,
 }
 
 /// One worker's inbox.
@@ -146,7 +148,21 @@ impl Messenger {
 
     /// Connection `id`, from `peer` to `local`, is open on `worker`.
     pub(crate) fn register(&self, id: u64, worker: usize, peer: &str, local: &str) {
+        self.register_with(id, worker, peer, local, None);
+    }
+
+    /// [`Messenger::register`], for a connection whose client showed a verified TLS
+    /// certificate with this subject.
+    pub(crate) fn register_with(
+        &self,
+        id: u64,
+        worker: usize,
+        peer: &str,
+        local: &str,
+        certificate: Option<&str>,
+    ) {
         let route = Route {
+            certificate: certificate.map(Arc::from),
             worker,
             in_flight: Arc::default(),
             slow: Arc::default(),
@@ -188,6 +204,14 @@ impl Messenger {
     /// Open connection `id`'s peer and local addresses.
     pub fn addresses(&self, id: u64) -> Option<Arc<(String, String)>> {
         self.routes_read().get(&id).map(|r| r.addresses.clone())
+    }
+
+    /// Open connection `id`'s client certificate subject: `Err` if it is not open on this host,
+    /// `Ok(None)` if its client showed no certificate (no mutual TLS).
+    pub fn certificate(&self, id: u64) -> Result<Option<Arc<str>>, SendError> {
+        let routes = self.routes_read();
+        let route = routes.get(&id).ok_or(SendError::UnknownConnection(id))?;
+        Ok(route.certificate.clone())
     }
 
     /// Sends `bytes` to connection `to`, framed as a reply; never blocks on the receiver. A

@@ -8,6 +8,8 @@ mod handler;
 pub mod messaging;
 pub(crate) mod proxy_header;
 pub mod stats;
+pub mod tls;
+mod transport;
 mod worker;
 
 use std::panic::AssertUnwindSafe;
@@ -30,6 +32,7 @@ use crate::shutdown::Shutdown;
 use handler::{Handler, NativeEcho};
 use messaging::Messenger;
 use stats::Stats;
+use tls::Tls;
 
 /// Worker threads run plugin code on their own stack, which must hold wasmtime's 512 KiB wasm
 /// stack plus the host frames around it.
@@ -47,6 +50,7 @@ pub struct Server {
     shutdown: Shutdown,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// State every thread of a running server reads.
@@ -68,12 +72,17 @@ pub(crate) struct Shared {
     /// Until the acceptor has handed over the connections queued at shutdown (then it wakes
     /// every worker): a draining worker with no connection left waits for this to end.
     pub accepting: AtomicBool,
+    /// With `--tls-cert`: what new connections' handshakes use (reloaded on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Server {
     /// Checks the configuration, then loads and checks every plugin; nothing listens yet.
     pub fn new(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let tls = (config.tls_files())
+            .map(|files| Tls::load(files).map(Arc::new).map_err(Error::Tls))
+            .transpose()?;
         let cutoff = CutOff::default();
         let loader = Loader::new(&config, cutoff.clone())?;
         let live = Live::new(Arc::new(loader.load_start(&config.plugins)?));
@@ -111,7 +120,19 @@ impl Server {
             config,
             live,
             stats: Arc::default(),
+            tls,
         })
+    }
+
+    /// SIGHUP's TLS part (see `reload`): reload the certificate and key, if any (new handshakes
+    /// use them, open connections keep theirs; a bad pair is refused and logged).
+    pub fn on_hangup(&self) -> impl Fn() + Send + 'static {
+        let tls = self.tls.clone();
+        move || {
+            if let Some(tls) = &tls {
+                tls.reload_logged();
+            }
+        }
     }
 
     /// The handle that stops this server (from a signal handler, another thread, a test).
@@ -209,6 +230,7 @@ impl Server {
             metrics: self.metrics,
             shutdown: shutdown.clone(),
             accepting: AtomicBool::new(true),
+            tls: self.tls,
         });
         let mut handles: Vec<JoinHandle<()>> = Vec::new();
         let mut inboxes = Vec::new();

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use super::tls::HandshakeFailure;
 use crate::plugin::{CallError, Cause};
 
 /// Why a connection ended: the `reason` of its `connection closed` log line and the label of
@@ -58,10 +59,15 @@ pub enum Close {
     ProxyHeaderTimeout,
     /// `--proxy-protocol`: `--max-connections-per-ip` were open from the address in the header.
     PerIpLimit,
+    /// `--tls-cert`: the TLS handshake failed (`sandport_tls_handshake_failures_total` says
+    /// why).
+    TlsHandshakeFailed,
+    /// `--tls-cert`: the TLS handshake was not done within its deadline.
+    TlsHandshakeTimeout,
 }
 
 impl Close {
-    pub const ALL: [Close; 20] = [
+    pub const ALL: [Close; 22] = [
         Close::ClientClosed,
         Close::ClientGone,
         Close::PluginClosed,
@@ -82,6 +88,8 @@ impl Close {
         Close::ProxyHeaderInvalid,
         Close::ProxyHeaderTimeout,
         Close::PerIpLimit,
+        Close::TlsHandshakeFailed,
+        Close::TlsHandshakeTimeout,
     ];
 
     /// The `reason` field of the `connection closed` log line.
@@ -107,6 +115,8 @@ impl Close {
             Close::ProxyHeaderInvalid => "bad PROXY header",
             Close::ProxyHeaderTimeout => "PROXY header timeout",
             Close::PerIpLimit => "--max-connections-per-ip reached",
+            Close::TlsHandshakeFailed => "TLS handshake failed",
+            Close::TlsHandshakeTimeout => "TLS handshake timeout",
         }
     }
 
@@ -133,6 +143,8 @@ impl Close {
             Close::ProxyHeaderInvalid => "proxy_header_invalid",
             Close::ProxyHeaderTimeout => "proxy_header_timeout",
             Close::PerIpLimit => "per_ip_limit",
+            Close::TlsHandshakeFailed => "tls_handshake_failed",
+            Close::TlsHandshakeTimeout => "tls_handshake_timeout",
         }
     }
 }
@@ -162,6 +174,9 @@ pub struct Stats {
     /// Failed calls, by cause (index in [`CAUSES`]).
     failed: [AtomicU64; CAUSES.len()],
     thread_panics: AtomicU64,
+    /// `--tls-cert`: handshakes done, and failed by [`HandshakeFailure`] (its index in `ALL`).
+    tls_handshakes: AtomicU64,
+    tls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
 }
 
 /// The counters at one moment.
@@ -204,6 +219,10 @@ pub struct Snapshot {
     pub over_budget: u64,
     /// Server threads (workers, the acceptor) that panicked: the server then stops and exits 1.
     pub thread_panics: u64,
+    /// TLS handshakes done.
+    pub tls_handshakes: u64,
+    /// TLS handshakes failed, in [`HandshakeFailure::ALL`] order.
+    pub tls_failed: [u64; HandshakeFailure::ALL.len()],
 }
 
 impl Snapshot {
@@ -216,6 +235,11 @@ impl Snapshot {
             + self.err_results
             + self.instantiate
             + self.replies_too_large
+    }
+
+    /// TLS handshakes that failed for `why`.
+    pub fn tls_failed_for(&self, why: HandshakeFailure) -> u64 {
+        self.tls_failed[why as usize]
     }
 
     /// Connections closed for `reason`.
@@ -266,7 +290,17 @@ impl Stats {
             write_timeouts: closed_by[Close::WriteTimeout as usize],
             over_budget: closed_by[Close::OverBudget as usize],
             thread_panics: self.thread_panics.load(Relaxed),
+            tls_handshakes: self.tls_handshakes.load(Relaxed),
+            tls_failed: self.tls_failed.each_ref().map(|c| c.load(Relaxed)),
         }
+    }
+
+    pub(crate) fn tls_handshake_done(&self) {
+        self.tls_handshakes.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn tls_handshake_failed(&self, why: HandshakeFailure) {
+        self.tls_failed[why as usize].fetch_add(1, Relaxed);
     }
 
     /// A connection was taken off the listener: it is open until [`Stats::closed`].

@@ -91,6 +91,8 @@ pub struct Worker<H: Handler> {
     shed_at: Instant,
     /// With `--proxy-protocol`: connections whose header is still being read.
     waiting: proxied::Waiting,
+    /// With `--tls-cert`: connections whose TLS handshake is not done yet.
+    handshakes: handshake::Handshakes,
 }
 
 /// How long, in the drain, a new connection that has sent nothing yet is read for its first
@@ -164,6 +166,7 @@ impl<H: Handler> Worker<H> {
             next_sweep: Instant::now() + sweep_every,
             sweep_every,
             waiting: proxied::Waiting::default(),
+            handshakes: handshake::Handshakes::default(),
         }
     }
 
@@ -195,6 +198,7 @@ impl<H: Handler> Worker<H> {
                         self.take_deliveries();
                     }
                     Token(key) if key >= proxied::FIRST_TOKEN => self.read_header(key),
+                    Token(key) if key >= handshake::FIRST_TOKEN => self.shake(key),
                     Token(key) => {
                         if self.sessions.contains(key) {
                             self.drive(key);
@@ -208,6 +212,7 @@ impl<H: Handler> Worker<H> {
             if self.now >= self.next_sweep {
                 self.sweep();
                 self.expire_headers();
+                self.expire_handshakes();
                 self.next_sweep = self.now + self.sweep_every;
             }
             if let (None, Some(deadline)) = (self.draining, self.shared.shutdown.deadline()) {
@@ -245,6 +250,7 @@ impl<H: Handler> Worker<H> {
     fn begin_drain(&mut self, deadline: Instant) {
         self.draining = Some(deadline);
         self.abandon_headers();
+        self.abandon_handshakes();
         self.take_new_connections();
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -425,6 +431,7 @@ impl<H: Handler> Worker<H> {
     }
 }
 
+mod handshake;
 mod lifecycle;
 mod pressure;
 mod proxied;

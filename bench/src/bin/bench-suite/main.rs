@@ -10,6 +10,7 @@ mod scenarios;
 mod server;
 mod soak;
 mod swap;
+mod tls;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ const SCENARIOS: &[&str] = &[
     "languages",
     "swap",
     "soak",
+    "tls",
     "micro",
 ];
 
@@ -57,7 +59,7 @@ struct Args {
     warmup: Option<f64>,
 
     /// Only these scenarios (comma-separated): echo, large, tpc, c10k, startup, fanout,
-    /// languages, swap, soak, micro.
+    /// redis, languages, swap, soak, tls, micro.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -222,6 +224,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
             None => (600.0, 10.0),
         };
         sections.push(soak::soak(&mut ctx, total, interval));
+    }
+    if wanted("tls") {
+        sections.push(tls::tls(&mut ctx));
     }
     if wanted("micro") && !smoke {
         let since = args

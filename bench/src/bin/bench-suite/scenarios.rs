@@ -144,7 +144,19 @@ impl Ctx {
         spec: &LoadSpec,
         what: &str,
     ) -> Option<LoadReport> {
+        self.run_load_with(addr, spec, what, &[])
+    }
+
+    /// [`Ctx::run_load`] with more `sandport-load` flags (`--tls-ca PATH`).
+    pub(crate) fn run_load_with(
+        &mut self,
+        addr: SocketAddr,
+        spec: &LoadSpec,
+        what: &str,
+        extra: &[String],
+    ) -> Option<LoadReport> {
         let mut cmd = Command::new(&self.bins.load);
+        cmd.args(extra);
         cmd.arg("--addr")
             .arg(addr.to_string())
             .args(["--connections", &spec.connections.to_string()])

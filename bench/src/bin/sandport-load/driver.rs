@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -16,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use sandport_bench::payload::Payload;
 use sandport_bench::report::Errors;
+use sandport_bench::tls::{self, Stream};
 use sandport_bench::Framing;
 
 /// Connects in progress at once per thread: keeps the server's accept queue from overflowing.
@@ -45,6 +46,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub quiet: bool,
+    /// `--tls-ca` / `--tls-insecure`: every connection speaks TLS with this configuration.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What the threads and the coordinating main thread share.
@@ -144,7 +147,7 @@ struct Sent {
 struct Conn {
     plan: Planned,
     state: State,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     /// Bytes to send, from `out_pos` on.
     out: Vec<u8>,
     out_pos: usize,
@@ -427,9 +430,9 @@ impl Thread<'_> {
     /// Starts a non-blocking connect; false (and the error counted) if it failed at once.
     fn start_connect(&mut self, poll: &Poll, c: &mut Conn, token: Token, now: Instant) -> bool {
         match connect(self.settings.addr, c.plan.src) {
-            Ok(mut stream) => {
+            Ok(mut tcp) => {
                 if let Err(e) = poll.registry().register(
-                    &mut stream,
+                    &mut tcp,
                     token,
                     Interest::READABLE | Interest::WRITABLE,
                 ) {
@@ -438,7 +441,10 @@ impl Thread<'_> {
                     c.state = State::Closed;
                     return false;
                 }
-                c.stream = Some(stream);
+                c.stream = Some(match &self.settings.tls {
+                    Some(config) => Stream::Tls(Box::new((tcp, tls::session(config)))),
+                    None => Stream::Plain(tcp),
+                });
                 c.state = State::Connecting(now);
                 true
             }
@@ -453,12 +459,14 @@ impl Thread<'_> {
 
     /// After an event on a connecting socket: Ok(true) once established, Ok(false) if not yet.
     fn finish_connect(&self, c: &mut Conn) -> std::io::Result<bool> {
-        let stream = c.stream.as_ref().expect("connecting has a stream");
-        if let Some(e) = stream.take_error()? {
+        let stream = c.stream.as_mut().expect("connecting has a stream");
+        let tcp = stream.tcp_mut();
+        if let Some(e) = tcp.take_error()? {
             return Err(e);
         }
-        match stream.peer_addr() {
-            Ok(_) => Ok(true),
+        match tcp.peer_addr() {
+            // A TLS client speaks first: its ClientHello goes now, idle connections included.
+            Ok(_) => stream.push().map(|()| true),
             Err(e) if e.kind() == ErrorKind::NotConnected => Ok(false),
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
             Err(e) => Err(e),
@@ -512,6 +520,8 @@ impl Thread<'_> {
     /// Writes queued bytes until done or the socket is full.
     fn flush(&mut self, c: &mut Conn) -> Result<(), Drop> {
         let stream = c.stream.as_mut().expect("open has a stream");
+        // TLS records left from a handshake step or a write the socket did not take.
+        stream.push().map_err(Drop::Reset)?;
         while c.out_pos < c.out.len() {
             match stream.write(&c.out[c.out_pos..]) {
                 Ok(0) => return Err(Drop::Closed),
@@ -549,8 +559,10 @@ impl Thread<'_> {
                     let now = Instant::now();
                     self.take_replies(c, now)?;
                     self.refill_and_flush(c, now)?;
-                    // A short read emptied the socket: epoll reports the next data anew.
-                    if n < space {
+                    // A short read emptied the socket: epoll reports the next data anew. Not
+                    // so over TLS: a short read may only have emptied rustls's plaintext.
+                    let tls = matches!(c.stream, Some(Stream::Tls(_)));
+                    if n < space && !tls {
                         return Ok(());
                     }
                 }

@@ -92,6 +92,14 @@ struct Args {
     #[arg(long)]
     upper: bool,
 
+    /// Speak TLS, verifying the server's certificate (for `localhost`) against this CA (PEM).
+    #[arg(long, value_name = "PATH", conflicts_with = "tls_insecure")]
+    tls_ca: Option<std::path::PathBuf>,
+
+    /// Speak TLS, accepting any server certificate (a benchmark against a self-signed one).
+    #[arg(long)]
+    tls_insecure: bool,
+
     /// Print one JSON object with every figure on stdout at the end.
     #[arg(long)]
     json: bool,
@@ -161,6 +169,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Some(n) => Mode::Count(n),
         None => Mode::Duration(args.duration),
     };
+    let tls = match (&args.tls_ca, args.tls_insecure) {
+        (None, false) => None,
+        (ca, _) => Some(sandport_bench::tls::client_config(ca.as_deref())?),
+    };
     let settings = Arc::new(Settings {
         addr: args.addr,
         payload,
@@ -171,6 +183,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         connect_timeout: args.connect_timeout,
         timeout: args.timeout,
         quiet: args.quiet,
+        tls,
     });
     let shared = Arc::new(Shared::new(threads, args.messages));
 

@@ -81,6 +81,13 @@ pub fn connection(conn: u64) -> Option<Connection> {
     wit::connection_info(conn)
 }
 
+/// Under mutual TLS (`--tls-client-ca`): the verified client certificate's subject of
+/// connection `conn`, as `CN=..., O=...` (WIT `peer-certificate`); `None` without one, or when
+/// the connection is not open.
+pub fn peer_certificate(conn: u64) -> Option<String> {
+    wit::peer_certificate(conn)
+}
+
 /// Connection `conn` joins `room` (joining twice is not an error). Membership ends with
 /// [`leave`] or when the connection closes.
 pub fn join(conn: u64, room: &str) -> Result<(), Error> {

@@ -63,6 +63,7 @@ pub const IMPORTS: &[&str] = &[
     "leave",
     "members",
     "publish",
+    "peer_certificate",
 ];
 
 fn state_status(e: StateError) -> Status {

@@ -13,7 +13,7 @@ fn pair(framing: Framing, max_output: usize) -> (Connection, std::net::TcpStream
     let (server, _) = listener.accept().unwrap();
     server.set_nonblocking(true).unwrap();
     let conn = Connection::new(
-        TcpStream::from_std(server),
+        Transport::plain(TcpStream::from_std(server)),
         Codec::new(framing, 16),
         max_output,
     );

@@ -354,3 +354,23 @@ fn a_publish_does_not_count_a_slow_consumer_it_drops() {
         "a send to it is not the sender's error"
     );
 }
+
+#[test]
+fn a_client_certificate_subject_is_known_while_its_connection_is_open() {
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let m = Messenger::new(vec![Inbox::new(tx, waker)], 16, 4);
+    m.register_with(1, 0, "a", "b", Some("CN=device-7, O=Acme"));
+    m.register(2, 0, "a", "b");
+    assert_eq!(
+        m.certificate(1).unwrap().as_deref(),
+        Some("CN=device-7, O=Acme")
+    );
+    assert_eq!(m.certificate(2), Ok(None), "no mutual TLS: no subject");
+    m.unregister(1);
+    assert_eq!(
+        m.certificate(1),
+        Err(super::SendError::UnknownConnection(1))
+    );
+}

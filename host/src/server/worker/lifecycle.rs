@@ -12,6 +12,8 @@ use super::super::acceptor::NewConn;
 use super::super::connection::Connection;
 use super::super::handler::Handler;
 use super::super::stats::Close;
+use super::super::transport::Transport;
+use super::handshake::Established;
 use super::{Session, Worker};
 use crate::plugin::bindings::Connection as ConnInfo;
 use crate::record::Event;
@@ -22,17 +24,31 @@ impl<H: Handler> Worker<H> {
             if self.shared.config.proxy_protocol {
                 self.await_header(nc);
             } else {
-                self.open(nc, None);
+                self.admit(nc, None);
             }
         }
     }
 
+    /// A connection past its PROXY header (if any): its TLS handshake next, or served at once.
+    pub(super) fn admit(&mut self, nc: NewConn, client: Option<SocketAddr>) {
+        match &self.shared.tls {
+            // Read once per connection: a reload between two handshakes changes the next one.
+            Some(tls) => {
+                let config = tls.current();
+                self.begin_handshake(nc, client, config);
+            }
+            None => self.open(nc, client, None),
+        }
+    }
+
     /// Serves a new connection: `on-connect`, then its messages. `client` is the address a
-    /// PROXY header gave, which plugins, logs and limits see instead of the socket's peer.
+    /// PROXY header gave, which plugins, logs and limits see instead of the socket's peer;
+    /// `tls`, the session its handshake established.
     pub(super) fn open(
         &mut self,
         NewConn { mut stream, id, ip }: NewConn,
         client: Option<SocketAddr>,
+        tls: Option<Established>,
     ) {
         let chain = self.chain();
         let entry = self.sessions.vacant_entry();
@@ -53,18 +69,33 @@ impl<H: Handler> Worker<H> {
             self.forget(1, 0, Close::NotServed);
             return;
         }
-        tracing::info!(
-            conn = id,
-            %peer,
-            plugins = %chain,
-            worker = self.index,
-            "connection opened"
-        );
-        self.messenger.register(id, self.index, &peer, &local);
+        let (transport, subject) = match tls {
+            Some(Established { tls, subject }) => (Transport::tls(stream, tls), subject),
+            None => (Transport::plain(stream), None),
+        };
+        match &subject {
+            Some(subject) => tracing::info!(
+                conn = id,
+                %peer,
+                plugins = %chain,
+                worker = self.index,
+                client_cert = ?subject,
+                "connection opened"
+            ),
+            None => tracing::info!(
+                conn = id,
+                %peer,
+                plugins = %chain,
+                worker = self.index,
+                "connection opened"
+            ),
+        }
+        let certificate = subject.as_deref();
+        (self.messenger).register_with(id, self.index, &peer, &local, certificate);
         self.by_id.insert(id, key);
         let max_output = self.shared.config.max_output_bytes;
         let s = entry.insert(Session {
-            io: Connection::new(stream, self.codec, max_output),
+            io: Connection::new(transport, self.codec, max_output),
             info: ConnInfo { id, peer, local },
             ip,
             state: H::Session::default(),
@@ -107,6 +138,7 @@ impl<H: Handler> Worker<H> {
         self.by_id.remove(&s.info.id);
         self.messenger.unregister(s.info.id);
         self.shared.per_ip.release(s.ip);
+        s.io.end_session();
         let _ = self.poll.registry().deregister(s.io.stream_mut());
         for e in self
             .handler

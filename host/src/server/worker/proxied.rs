@@ -145,7 +145,7 @@ impl<H: Handler> Worker<H> {
             id: p.id,
             ip: Some(client.ip()),
         };
-        self.open(nc, Some(client));
+        self.admit(nc, Some(client));
     }
 
     /// Closes the connections whose header is not whole by its deadline.
@@ -180,7 +180,7 @@ impl<H: Handler> Worker<H> {
 
     /// Logs and counts a connection closed before it was opened (its stream is dropped already
     /// or right after: either way the client sees the close).
-    fn refuse(&mut self, id: u64, peer: Option<SocketAddr>, reason: Close, why: &str) {
+    pub(super) fn refuse(&mut self, id: u64, peer: Option<SocketAddr>, reason: Close, why: &str) {
         let peer = peer.map_or_else(|| "unknown".into(), |a| a.to_string());
         let (text, message) = (reason.text(), "connection closed before it was opened");
         match reason {

@@ -1,10 +1,10 @@
 //! The messaging imports of core ABI version 2 (`send`, `close`, `connection_info`, `join`,
-//! `leave`, `members`, `publish`) on the server's [`Messenger`], with [`super`]'s conventions.
+//! `leave`, `members`, `publish`, `peer_certificate`) on the server's [`Messenger`], with [`super`]'s conventions.
 
 use crate::metrics::Op;
 use wasmtime::Linker;
 
-use super::{found, run, text, Status, C};
+use super::{deliver, found, run, text, Status, C};
 use crate::plugin::host_api::HostState;
 use crate::server::messaging::{Messenger, SendError};
 
@@ -64,6 +64,26 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     g.write(&out, peer.len(), local)?;
                 }
                 Ok(Ok(()))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        M,
+        "peer_certificate",
+        |mut c: C<'_>, conn: i64, out: i32, cap: i32, len_out: i32| {
+            run(&mut c, |g, s| {
+                s.count(Op::PeerCertificate);
+                let (out, len_out) = (
+                    g.out("out", out, cap as u32 as u64)?,
+                    g.out("len", len_out, 4)?,
+                );
+                let certificate =
+                    messenger(s).and_then(|m| m.certificate(conn as u64).map_err(send_status));
+                match certificate {
+                    Ok(Some(subject)) => deliver(g, &out, &len_out, subject.as_bytes()),
+                    Ok(None) => Ok(Err(Status::Absent)),
+                    Err(status) => Ok(Err(status)),
+                }
             })
         },
     )?;
