@@ -89,13 +89,10 @@ fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_co
         "haproxy log:\n{}",
         haproxy.logs.dump()
     );
-    let opened = server.log_lines_containing("connection opened");
-    assert!(
-        opened
-            .iter()
-            .any(|l| log_field(l, "peer").as_deref() == Some(&*own)),
-        "{opened:?}"
-    );
+    // The log reaches the test through a pipe and a reader thread: wait for the line.
+    server.wait_for_log_where(LOG_TIMEOUT, "the client's own address logged", |l| {
+        l.contains("connection opened") && log_field(l, "peer").as_deref() == Some(&*own)
+    });
     // A second connection from that client is over its cap of 1, though HAProxy's address
     // has two open; a client from elsewhere is served.
     let mut second = Client::connect_from([127, 0, 0, 2], haproxy.addr);
