@@ -184,9 +184,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub load: LoadArgs,
 
-    /// Do not watch the plugin files: a new version is then loaded only on SIGHUP. By default
-    /// a file that changes (or, with no --plugin, a file added to or removed from
-    /// --plugins-dir) is loaded and swapped in while serving.
+    /// Do not watch the plugin files (nor the --tls-cert, --tls-key and --tls-client-ca files):
+    /// a new version is then loaded only on SIGHUP. By default a file that changes (or, with no
+    /// --plugin, a file added to or removed from --plugins-dir) is loaded and swapped in while
+    /// serving.
     #[arg(long, env = "SANDPORT_NO_WATCH")]
     pub no_watch: bool,
 

@@ -1,5 +1,6 @@
 //! SIGHUP reloads the certificate and key: under load nothing is dropped and new handshakes
-//! get the new certificate; a bad new pair is refused and the old one goes on serving.
+//! get the new certificate; a bad new pair is refused and the old one goes on serving. A pair
+//! renamed into place is reloaded without a signal (the files are watched).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -108,9 +109,11 @@ fn a_new_pair_on_sighup_serves_new_handshakes_and_drops_nothing_under_load() {
 fn a_bad_new_pair_on_sighup_is_refused_and_the_old_one_keeps_serving() {
     let pki = Pki::new("tls-bad-reload");
     let pair = pki.server("live", "first", false);
+    // SIGHUP alone reloads here, so each refusal is the signal's.
     let server = Server::builder()
         .plugin(plugin("echo"))
         .args(tls_args(&pair))
+        .arg("--no-watch")
         .start();
     let mut open = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
     // A key that is not the certificate's, then a certificate file that is not PEM.
@@ -127,4 +130,28 @@ fn a_bad_new_pair_on_sighup_is_refused_and_the_old_one_keeps_serving() {
     assert_eq!(new.server_subject(), "CN=first");
     assert_eq!(new.roundtrip("new").unwrap(), "new");
     assert_eq!(open.roundtrip("old").unwrap(), "old");
+}
+
+#[test]
+fn a_new_pair_renamed_into_place_is_served_without_a_signal() {
+    let pki = Pki::new("tls-watch");
+    let pair = pki.server("live", "first", false);
+    let server = Server::builder()
+        .plugin(plugin("echo"))
+        .args(tls_args(&pair))
+        .start();
+    let mut open = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
+    assert_eq!(open.server_subject(), "CN=first");
+    // The deploy way: write the new files beside, then rename each into place.
+    let next = pki.server("next", "second", false);
+    std::fs::rename(&next.key, &pair.key).unwrap();
+    std::fs::rename(&next.cert, &pair.cert).unwrap();
+    wait_for_subject(&server, &pki, "CN=second");
+    assert_eq!(open.roundtrip("still open").unwrap(), "still open");
+    // A broken file dropped in is refused; the pair serving goes on.
+    std::fs::write(pair.cert.with_extension("tmp"), "not a certificate").unwrap();
+    std::fs::rename(pair.cert.with_extension("tmp"), &pair.cert).unwrap();
+    server.wait_for_log("reload refused", LOG_TIMEOUT);
+    let new = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
+    assert_eq!(new.server_subject(), "CN=second");
 }

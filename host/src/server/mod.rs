@@ -198,6 +198,11 @@ impl Server {
                     Error::Runtime(anyhow::Error::new(e).context("cannot start the reloader"))
                 })?;
             }
+            if let (Some(tls), true) = (&self.tls, self.config.watch) {
+                tls::watch::spawn(tls.clone(), self.shutdown.clone()).map_err(|e| {
+                    Error::Runtime(anyhow::Error::new(e).context("cannot watch the TLS files"))
+                })?;
+            }
             let live = self.live.clone();
             let metrics = self.metrics.clone();
             self.run_with(listener, move |index, messenger| {

@@ -1,5 +1,6 @@
 //! TLS termination's configuration: loading `--tls-cert`, `--tls-key` and `--tls-client-ca` into
-//! a rustls `ServerConfig` (ring provider, TLS 1.2 and 1.3), swapping it on reload (SIGHUP)
+//! a rustls `ServerConfig` (ring provider, TLS 1.2 and 1.3), swapping it on reload (SIGHUP, or
+//! the files changing: [`watch`])
 //! without touching open connections, and naming what a failed handshake did wrong.
 //!
 //! Every new connection reads the current `ServerConfig` once, when its handshake starts; a
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+
+pub mod watch;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
