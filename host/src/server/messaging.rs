@@ -185,7 +185,7 @@ impl Messenger {
                     rooms.remove(&name);
                 }
             }
-            self.changed(Change::Leave { id, room: name });
+            self.changed(|| Change::Leave { id, room: name });
         }
     }
 
@@ -299,7 +299,7 @@ impl Messenger {
             return Err(SendError::TooManyRooms(self.max_rooms));
         }
         if route.rooms.insert(room.to_string()) {
-            self.changed(Change::Join {
+            self.changed(|| Change::Join {
                 id,
                 room: room.to_string(),
             });
@@ -320,7 +320,7 @@ impl Messenger {
                     rooms.remove(room);
                 }
             }
-            self.changed(Change::Leave {
+            self.changed(|| Change::Leave {
                 id,
                 room: room.to_string(),
             });
@@ -397,10 +397,11 @@ impl Messenger {
         sent
     }
 
-    /// Tells the bus, if any, of a membership change.
-    fn changed(&self, change: Change) {
+    /// Tells the bus, if any, of a membership change (made only then: without a bus a join
+    /// allocates nothing more).
+    fn changed(&self, change: impl FnOnce() -> Change) {
         if let Some(bus) = &self.bus {
-            bus.changed(change);
+            bus.changed(change());
         }
     }
 

@@ -150,9 +150,7 @@ fn writer(bus: &Bus, messenger: &Weak<Messenger>, changes: &Receiver<Change>) {
         }
         if bus.resync.swap(false, Relaxed) {
             // Everything the host has now supersedes whatever was queued before.
-            batch.clear();
-            batch.extend(changes.try_iter());
-            batch.clear();
+            changes.try_iter().for_each(drop);
             if bus.sync(&m.memberships(), deadline).is_err() {
                 bus.resync.store(true, Relaxed);
             }
