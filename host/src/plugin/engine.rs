@@ -11,9 +11,15 @@ use crate::config::{Config, Isolation};
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 2;
 const TABLES_PER_COMPONENT: u32 = 8;
-/// Keeps this much of a freed memory slot resident and zeroes it instead of returning it to the
-/// OS: a fresh instance then touches no new pages for a typical guest's stack and data.
-const KEEP_RESIDENT: usize = 1 << 20;
+/// Keeps up to this much of a freed memory slot's dirty pages resident, reset by copying the
+/// image back instead of returning them to the OS: the next instance then takes no page fault
+/// (and no cross-core TLB flush) for them. Under `message` isolation an interpreter dirties
+/// hundreds of scattered pages per call (CPython: 4.8x the msg/s of 1 MiB, bench/PROFILES.md);
+/// the pool has 2 x workers + 1 slots per plugin, so at most that many times this stays resident.
+const KEEP_RESIDENT_FRESH: usize = 64 << 20;
+/// What a slot keeps when any plugin runs under `connection` isolation: there are
+/// `--max-connections` slots, and each slot ever busy would keep its share for ever.
+const KEEP_RESIDENT_PER_CONNECTION: usize = 1 << 20;
 /// Address space above which slots stop reserving 4 GiB each (and use bounds checks instead).
 const RESERVATION_BUDGET: u64 = 32 << 40;
 
@@ -32,16 +38,25 @@ pub fn instance_slots(cfg: &Config) -> u32 {
     slots.min(u32::MAX as u64 / CORE_INSTANCES_PER_COMPONENT as u64) as u32
 }
 
+/// How much of a freed memory slot stays resident (see [`KEEP_RESIDENT_FRESH`]).
+fn keep_resident(cfg: &Config) -> usize {
+    let per_connection = std::iter::once(&cfg.isolation)
+        .chain(cfg.isolation_of.values())
+        .any(|i| *i == Isolation::Connection);
+    match (cfg.hibernate_after, per_connection) {
+        // A hibernated connection's slot must give its pages back: kept resident, every slot
+        // ever busy at once would hold its share for ever (1,000 Python connections: 2.2 GB
+        // instead of 0.4 GB, bench/PROFILES.md).
+        (Some(_), _) => 0,
+        (None, true) => KEEP_RESIDENT_PER_CONNECTION,
+        (None, false) => KEEP_RESIDENT_FRESH,
+    }
+}
+
 /// Builds the engine every plugin is compiled for and instantiated in.
 pub fn build(cfg: &Config) -> wasmtime::Result<Engine> {
     let slots = instance_slots(cfg);
-    // A hibernated connection's slot must give its pages back: kept resident, every slot ever
-    // busy at once would hold its share for ever (1,000 Python connections: 2.2 GB instead of
-    // 0.4 GB, bench/PROFILES.md).
-    let keep_resident = match cfg.hibernate_after {
-        Some(_) => 0,
-        None => KEEP_RESIDENT,
-    };
+    let keep_resident = keep_resident(cfg);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
@@ -86,4 +101,25 @@ pub fn spawn_ticker(engine: &Engine) -> std::io::Result<std::thread::JoinHandle<
             };
             engine.increment_epoch();
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn fresh_instances_keep_their_dirty_pages_unless_slots_follow_connections() {
+        let mut cfg = Config::default();
+        assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_FRESH);
+        cfg.isolation = Isolation::Worker;
+        assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_FRESH);
+        cfg.isolation_of.insert("chat".into(), Isolation::Connection);
+        assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_PER_CONNECTION);
+        cfg.isolation_of.clear();
+        cfg.isolation = Isolation::Connection;
+        assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_PER_CONNECTION);
+        cfg.hibernate_after = Some(Duration::from_secs(1));
+        assert_eq!(keep_resident(&cfg), 0);
+    }
 }
