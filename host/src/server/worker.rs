@@ -93,6 +93,9 @@ pub struct Worker<H: Handler> {
     waiting: proxied::Waiting,
     /// With `--tls-cert`: connections whose TLS handshake is not done yet.
     handshakes: handshake::Handshakes,
+    /// Connections whose turn ended with input perhaps left unread: driven again after the
+    /// next round of events, so that one busy client cannot hold its worker.
+    again: Vec<usize>,
 }
 
 /// How long, in the drain, a new connection that has sent nothing yet is read for its first
@@ -104,6 +107,11 @@ const FIRST_MESSAGE_GRACE: Duration = Duration::from_secs(1);
 fn spared(messages: u64, opened: Instant) -> bool {
     messages == 0 && opened.elapsed() < FIRST_MESSAGE_GRACE
 }
+
+/// How many reads that brought data one connection gets per turn. Without a bound, a client
+/// that answers faster than its plugin runs (a fresh Python instance per message: 400 us) was
+/// read again and again while the worker's other connections waited: p99 200x the p50.
+const READS_PER_TURN: u32 = 1;
 
 /// How often connections paused for the budget try again.
 const RETRY_PAUSED: Duration = Duration::from_millis(20);
@@ -167,6 +175,7 @@ impl<H: Handler> Worker<H> {
             sweep_every,
             waiting: proxied::Waiting::default(),
             handshakes: handshake::Handshakes::default(),
+            again: Vec::new(),
         }
     }
 
@@ -181,7 +190,12 @@ impl<H: Handler> Worker<H> {
             if !self.paused.is_empty() {
                 wake_at = wake_at.min(self.retry_at);
             }
-            let timeout = Some(wake_at.saturating_duration_since(Instant::now()));
+            // Connections left with input to read take their next turn after this round's events.
+            let again = std::mem::take(&mut self.again);
+            let timeout = match again.is_empty() {
+                true => Some(wake_at.saturating_duration_since(Instant::now())),
+                false => Some(Duration::ZERO),
+            };
             let polled = self.poll.poll(&mut events, timeout);
             self.now = Instant::now();
             if let Err(e) = polled {
@@ -204,6 +218,12 @@ impl<H: Handler> Worker<H> {
                             self.drive(key);
                         }
                     }
+                }
+            }
+            for key in again {
+                // A key freed and reused meanwhile is driven once for nothing: a read that blocks.
+                if self.sessions.contains(key) {
+                    self.drive(key);
                 }
             }
             if !self.paused.is_empty() && self.now >= self.retry_at {
@@ -294,6 +314,7 @@ impl<H: Handler> Worker<H> {
     /// Moves one connection forward as far as it can go now: handle what is buffered, write,
     /// read, repeat; closes it once it is over.
     fn drive(&mut self, key: usize) {
+        let mut reads = 0;
         loop {
             let held_back = self.handle_messages(key);
             if !self.sessions.contains(key) {
@@ -325,10 +346,19 @@ impl<H: Handler> Worker<H> {
                 // Over the output cap a writable event resumes it; closing, nothing more to read.
                 break;
             }
+            if reads == READS_PER_TURN {
+                // Edge-triggered: no event may come for what is already waiting.
+                self.again.push(key);
+                break;
+            }
             let filled = s.io.fill(&mut self.scratch, self.now);
             self.sync(key);
             match filled {
-                Ok(Fill::Data | Fill::Eof) => continue,
+                Ok(Fill::Data) => {
+                    reads += 1;
+                    continue;
+                }
+                Ok(Fill::Eof) => continue,
                 Ok(Fill::WouldBlock) => {
                     self.stop_reading_if_drained(key);
                     break;
