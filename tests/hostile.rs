@@ -1,7 +1,10 @@
 //! Hostile clients against the real binary: connections that send nothing (an idle flood that
 //! would lock everyone out at `--max-connections`) and messages that never finish (slowloris)
-//! are closed by `--idle-timeout` and `--message-timeout`, while others are served.
+//! are closed by `--idle-timeout` and `--message-timeout`, while others are served; a client
+//! that always has its next message waiting does not hold its worker.
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -139,4 +142,56 @@ fn bad_limit_values_are_refused_at_start_with_what_was_expected() {
         assert_eq!(code, 2, "{flag} {value}: {stderr}");
         assert!(stderr.contains(want), "{flag} {value}: {stderr}");
     }
+}
+
+/// Regression: a worker handled a connection for as long as it had input, so a client whose next
+/// message was always waiting (pipelining, or ping-pong against a plugin slower than the client)
+/// was served alone while the worker's other connections waited for it to stop.
+#[test]
+fn a_client_with_input_always_waiting_does_not_hold_its_worker() {
+    // One worker: both clients are its connections. Each call takes 2 ms of plugin time.
+    let server = Server::builder()
+        .plugin(test_plugin("spin"))
+        .args(["--workers", "1", "--isolation", "worker"])
+        .start();
+    let mut greedy = server.connect();
+    greedy.roundtrip("busy 2", "done 2");
+    let mut other = server.connect();
+    other.roundtrip("warmup", "warmup");
+
+    // 100 calls (200 ms of plugin time) sent at once: all of them wait to be handled.
+    const BATCH: usize = 100;
+    greedy.send("busy 2\n".repeat(BATCH).as_bytes());
+    server.wait_until_read(&greedy);
+    let replies = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let replies = replies.clone();
+        std::thread::spawn(move || {
+            for _ in 0..BATCH {
+                greedy.expect_line("done 2");
+                replies.fetch_add(1, SeqCst);
+            }
+        })
+    };
+    // The other client's call is long (50 ms): served in turn, it runs after about one more
+    // greedy call, and the next greedy reply comes at least 50 ms after it starts; served after
+    // the batch, every greedy reply is in 50 ms before its reply.
+    // Served in turns, its replies come one by one (each turn's are written at its end).
+    wait_until("a greedy reply", Duration::from_secs(10), || {
+        replies.load(SeqCst) >= 1
+    });
+    let before = replies.load(SeqCst);
+    other.send_line("busy 50");
+    other.expect_line("done 50");
+    let meanwhile = replies.load(SeqCst) - before;
+    reader.join().unwrap();
+    assert!(
+        before < BATCH / 2,
+        "{before} of the greedy client's {BATCH} calls were answered at once"
+    );
+    assert!(
+        meanwhile <= 10,
+        "{meanwhile} of the greedy client's {BATCH} calls were answered while one call of \
+         another client waited ({before} before it was sent)"
+    );
 }

@@ -108,11 +108,6 @@ fn spared(messages: u64, opened: Instant) -> bool {
     messages == 0 && opened.elapsed() < FIRST_MESSAGE_GRACE
 }
 
-/// How many reads that brought data one connection gets per turn. Without a bound, a client
-/// that answers faster than its plugin runs (a fresh Python instance per message: 400 us) was
-/// read again and again while the worker's other connections waited: p99 200x the p50.
-const READS_PER_TURN: u32 = 1;
-
 /// How often connections paused for the budget try again.
 const RETRY_PAUSED: Duration = Duration::from_millis(20);
 /// The least time between two shedding scans of one worker.
@@ -314,9 +309,9 @@ impl<H: Handler> Worker<H> {
     /// Moves one connection forward as far as it can go now: handle what is buffered, write,
     /// read, repeat; closes it once it is over.
     fn drive(&mut self, key: usize) {
-        let mut reads = 0;
+        let mut turn = Turn::new();
         loop {
-            let held_back = self.handle_messages(key);
+            let handled = self.handle_messages(key, &mut turn);
             if !self.sessions.contains(key) {
                 // A delivery taken between two calls closed it.
                 return;
@@ -338,7 +333,11 @@ impl<H: Handler> Worker<H> {
                 break;
             }
             s.paused = false;
-            if held_back && !s.io.over_output_cap() {
+            if handled == Handled::TurnOver {
+                self.again.push(key);
+                break;
+            }
+            if handled == Handled::HeldBack && !s.io.over_output_cap() {
                 // The client caught up: answer what is buffered before reading more.
                 continue;
             }
@@ -346,7 +345,7 @@ impl<H: Handler> Worker<H> {
                 // Over the output cap a writable event resumes it; closing, nothing more to read.
                 break;
             }
-            if reads == READS_PER_TURN {
+            if !turn.may_read() {
                 // Edge-triggered: no event may come for what is already waiting.
                 self.again.push(key);
                 break;
@@ -355,7 +354,7 @@ impl<H: Handler> Worker<H> {
             self.sync(key);
             match filled {
                 Ok(Fill::Data) => {
-                    reads += 1;
+                    turn.read();
                     continue;
                 }
                 Ok(Fill::Eof) => continue,
@@ -389,20 +388,25 @@ impl<H: Handler> Worker<H> {
     /// Hands every whole buffered message to the handler and queues its replies, until the
     /// connection has no whole message, is over its output cap, or is closing. Returns whether
     /// the output cap stopped it (backpressure), so messages may still be buffered.
-    fn handle_messages(&mut self, key: usize) -> bool {
+    fn handle_messages(&mut self, key: usize, turn: &mut Turn) -> Handled {
         let on_error = self.shared.config.on_error;
         loop {
             let pressure = self.pressure();
             let s = &mut self.sessions[key];
             if pressure.holds_back(s.counted) {
-                return true;
+                return Handled::HeldBack;
             }
             let message = match s.io.next_message(self.now) {
                 Ok(Some(m)) => m,
-                Ok(None) => return s.io.over_output_cap(),
+                Ok(None) => {
+                    return match s.io.over_output_cap() {
+                        true => Handled::HeldBack,
+                        false => Handled::All,
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(conn = s.info.id, peer = %s.info.peer, "closing: {e}");
-                    return false;
+                    return Handled::All;
                 }
             };
             s.messages += 1;
@@ -442,8 +446,11 @@ impl<H: Handler> Worker<H> {
             if !self.deliveries.is_empty() {
                 self.take_deliveries();
                 if !self.sessions.contains(key) {
-                    return false;
+                    return Handled::All;
                 }
+            }
+            if !turn.handled() {
+                return Handled::TurnOver;
             }
         }
     }
@@ -465,4 +472,18 @@ mod handshake;
 mod lifecycle;
 mod pressure;
 mod proxied;
+mod turn;
 mod upkeep;
+
+use turn::Turn;
+
+/// Where a connection's handling of its buffered messages stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handled {
+    /// Every whole message buffered was handled (or the connection is closing).
+    All,
+    /// The budget or the output cap stopped it; messages may be left.
+    HeldBack,
+    /// Its turn is used up; messages may be left.
+    TurnOver,
+}
