@@ -655,3 +655,87 @@ fn core_v1_module_importing_a_v2_function_is_refused() {
         c.expect_silence(Duration::from_millis(100));
     }
 }
+
+/// A reactor: `_initialize` logs "init ran" and sets the count to 5, so each message's reply
+/// tells which state it started from; each message logs "message seen".
+const REACTOR: &str = r#"
+  (global $count (mut i32) (i32.const 0))
+  (data (i32.const 100) "init ran")
+  (data (i32.const 120) "message seen")
+  (func (export "_initialize")
+    (call $log (i32.const 2) (i32.const 100) (i32.const 8))
+    (global.set $count (i32.const 5)))
+  (func (export "sandport_on_message") (param $conn i64) (param $ptr i32) (param $len i32) (result i32)
+    (global.set $heap (i32.add (local.get $ptr) (local.get $len)))
+    (global.set $count (i32.add (global.get $count) (i32.const 1)))
+    (call $log (i32.const 2) (i32.const 120) (i32.const 12))
+    (i32.store8 (i32.sub (local.get $ptr) (i32.const 2))
+      (i32.add (i32.const 48) (i32.rem_u (global.get $count) (i32.const 10))))
+    (i32.store8 (i32.sub (local.get $ptr) (i32.const 1)) (i32.const 58))
+    (call $result (i32.const 1) (i32.sub (local.get $ptr) (i32.const 2))
+      (i32.add (local.get $len) (i32.const 2))))
+"#;
+
+/// Sends three messages to a fresh-instance server and returns how often `_initialize` logged.
+fn reactor_inits(path: &std::path::Path, args: &[&str]) -> usize {
+    let server = Server::builder()
+        .plugin(path)
+        .args(["--isolation", "message", "--workers", "1"])
+        .args(args)
+        .start();
+    let mut c = server.connect();
+    for m in ["a", "b", "c"] {
+        // Every instance starts where `_initialize` left it, pre-initialized or not.
+        c.send_line(m);
+        c.expect_line(&format!("6:{m}"));
+    }
+    server.assert_no_call_failed();
+    // An instance's "init ran" is logged before its "message seen".
+    wait_until("three messages logged", Duration::from_secs(10), || {
+        server.log_lines_containing("message seen").len() >= 3
+    });
+    server.log_lines_containing("init ran").len()
+}
+
+#[test]
+fn core_module_initialize_runs_once_at_load_unless_told_otherwise() {
+    let dir = TempDir::new("core-preinit");
+    let path = module(&dir, "reactor", REACTOR);
+    // Once at load (none when the pre-initialized module came from the cache).
+    let inits = reactor_inits(&path, &[]);
+    assert!(inits <= 1, "`_initialize` ran {inits} times");
+    // --no-preinit: at load (the trial instance) and in each message's instance.
+    let inits = reactor_inits(&path, &["--no-preinit"]);
+    assert!(inits >= 4, "`_initialize` ran {inits} times");
+}
+
+#[test]
+fn core_module_wizer_cannot_snapshot_still_runs_initialize_in_every_instance() {
+    let dir = TempDir::new("core-preinit-no");
+    // `table.copy` is one of the instructions a snapshot cannot account for.
+    let body = format!(
+        "{REACTOR} (table 1 funcref) \
+         (func $copies (table.copy (i32.const 0) (i32.const 0) (i32.const 0)))"
+    );
+    let path = module(&dir, "reactor", &body);
+    let inits = reactor_inits(&path, &["--no-cache"]);
+    assert!(inits >= 4, "`_initialize` ran {inits} times");
+}
+
+#[test]
+fn core_module_initialize_that_traps_is_a_load_error() {
+    let dir = TempDir::new("core-preinit-trap");
+    let path = module(
+        &dir,
+        "reactor",
+        r#"(func (export "_initialize") unreachable)
+           (func (export "sandport_on_message") (param i64 i32 i32) (result i32)
+             (call $result (i32.const 0) (i32.const 0) (i32.const 0)))"#,
+    );
+    let (code, stderr) = Server::builder()
+        .plugin(&path)
+        .arg("--no-cache")
+        .run_expect_failure();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unreachable"), "{stderr}");
+}

@@ -123,6 +123,12 @@ pub struct LoadArgs {
     #[arg(long, env = "SANDPORT_NO_CACHE")]
     pub no_cache: bool,
 
+    /// Run a core module's `_initialize` in every instance. By default it runs once, at load,
+    /// and every instance starts from the state it left (what it drew, such as random seeds,
+    /// is then the same in every instance; docs/isolation.md).
+    #[arg(long, env = "SANDPORT_NO_PREINIT")]
+    pub no_preinit: bool,
+
     /// Where contract 0.2 plugins keep state: `memory` (shared by all workers, gone at exit),
     /// `file:PATH` (durable: every acknowledged write is synced to disk first) or
     /// `redis://HOST:PORT[/DB]` (shared by every host naming the same Redis).
@@ -420,6 +426,7 @@ impl LoadArgs {
             } else {
                 self.cache_dir.or_else(crate::plugin::cache::default_dir)
             },
+            preinit: !self.no_preinit,
             ..Config::default()
         }
     }

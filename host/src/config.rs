@@ -96,6 +96,8 @@ pub struct Config {
     pub hibernate_after: Option<Duration>,
     /// Where compiled plugins are cached; `None` compiles at every start.
     pub cache_dir: Option<PathBuf>,
+    /// Core modules' `_initialize` runs once, at load (`--no-preinit` turns it off).
+    pub preinit: bool,
     /// The host state store of contract 0.2 plugins: `memory`, `file:PATH` or
     /// `redis://HOST:PORT[/DB]` (`--state`).
     pub state: String,
@@ -159,6 +161,7 @@ impl Default for Config {
             write_timeout: Some(Duration::from_secs(60)),
             hibernate_after: None,
             cache_dir: crate::plugin::cache::default_dir(),
+            preinit: true,
             state: "memory".to_string(),
             state_quotas: Quotas::default(),
             shared_state: BTreeMap::new(),

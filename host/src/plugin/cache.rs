@@ -60,7 +60,17 @@ impl CodeCache {
     }
 
     fn entry(&self, engine: &Engine, bytes: &[u8], kind: &str) -> PathBuf {
-        let digest = Sha256::digest(bytes);
+        self.entry_of(engine, &[bytes], kind)
+    }
+
+    /// The entry for the contents `parts` (each length-prefixed, so parts cannot run together).
+    fn entry_of(&self, engine: &Engine, parts: &[&[u8]], kind: &str) -> PathBuf {
+        let mut sha = Sha256::new();
+        for part in parts {
+            sha.update((part.len() as u64).to_le_bytes());
+            sha.update(part);
+        }
+        let digest = sha.finalize();
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -92,6 +102,25 @@ impl CodeCache {
             return Ok((m, Source::Cache));
         }
         let module = Module::new(engine, bytes)?;
+        self.store(&path, module.serialize());
+        Ok((module, Source::Compiled))
+    }
+
+    /// A module made from `bytes` by `make` (pre-initialization, whose result also depends on
+    /// `salt`: the plugin's settings), cached under both: a hit neither runs `make` nor
+    /// compiles.
+    pub fn derived_module(
+        &self,
+        engine: &Engine,
+        (bytes, salt): (&[u8], &[u8]),
+        make: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
+    ) -> wasmtime::Result<(Module, Source)> {
+        let path = self.entry_of(engine, &[bytes, salt], "preinit");
+        // SAFETY: as for components above.
+        if let Ok(m) = unsafe { Module::deserialize_file(engine, &path) } {
+            return Ok((m, Source::Cache));
+        }
+        let module = Module::new(engine, make()?)?;
         self.store(&path, module.serialize());
         Ok((module, Source::Compiled))
     }
@@ -139,6 +168,36 @@ mod tests {
         assert_eq!((first, second), (Source::Compiled, Source::Cache));
         let other = wat::parse_str("(module (func (export \"g\")))").unwrap();
         assert_eq!(cache.module(&engine, &other).unwrap().1, Source::Compiled);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_derived_module_is_made_once_per_source_and_salt() {
+        let dir = temp("derived");
+        let cache = CodeCache::open(&dir).unwrap();
+        let engine = Engine::default();
+        let source = wat::parse_str("(module (func (export \"f\")))").unwrap();
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            Ok(wat::parse_str("(module (func (export \"g\")))").unwrap())
+        };
+        let (m, first) = cache
+            .derived_module(&engine, (&source, b"a"), make)
+            .unwrap();
+        assert!(m.get_export("g").is_some());
+        let (_, second) = cache
+            .derived_module(&engine, (&source, b"a"), make)
+            .unwrap();
+        let (_, other_salt) = cache
+            .derived_module(&engine, (&source, b"b"), make)
+            .unwrap();
+        assert_eq!(
+            (first, second, other_salt, made.get()),
+            (Source::Compiled, Source::Cache, Source::Compiled, 2)
+        );
+        // Not confused with the source's own entry.
+        assert_eq!(cache.module(&engine, &source).unwrap().1, Source::Compiled);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

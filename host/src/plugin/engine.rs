@@ -114,7 +114,8 @@ mod tests {
         assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_FRESH);
         cfg.isolation = Isolation::Worker;
         assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_FRESH);
-        cfg.isolation_of.insert("chat".into(), Isolation::Connection);
+        cfg.isolation_of
+            .insert("chat".into(), Isolation::Connection);
         assert_eq!(keep_resident(&cfg), KEEP_RESIDENT_PER_CONNECTION);
         cfg.isolation_of.clear();
         cfg.isolation = Isolation::Connection;

@@ -19,6 +19,7 @@ use super::error::PluginError;
 use super::host_api::HostState;
 use super::instance::Instance;
 use super::limits::{self, CutOff};
+use super::preinit;
 use super::registry::{kind_of, ms, Kind, Parts, Plugin, PluginKind, Plugins};
 use crate::config::Config;
 use crate::error::Error;
@@ -143,6 +144,7 @@ impl Loader {
         let started = Instant::now();
         let imports;
         let mut source = Source::Compiled;
+        let mut core_module = None;
         let kind = match kind_of(bytes)? {
             Kind::CoreModule => {
                 let module = match &self.cache {
@@ -158,6 +160,7 @@ impl Loader {
                     .map(|i| format!("{}::{}", i.module(), i.name()))
                     .collect();
                 let core = core_abi::load(&self.core_linker, &module, cfg.max_reply_bytes)?;
+                core_module = Some(module);
                 PluginKind::Core(core)
             }
             Kind::Component => {
@@ -201,7 +204,7 @@ impl Loader {
         };
         let config: BTreeMap<String, String> =
             cfg.plugin_config.get(&name).cloned().unwrap_or_default();
-        let plugin = Plugin {
+        let mut plugin = Plugin {
             isolation: cfg.isolation_for(&name),
             name: name.into(),
             path: path.to_path_buf(),
@@ -215,6 +218,9 @@ impl Loader {
             namespace,
             shared: Arc::new(shared),
         };
+        if cfg.preinit && core_module.as_ref().is_some_and(preinit::wants) {
+            self.preinitialize(&mut plugin, bytes)?;
+        }
         // One trial instance, in a call of its own, catches start-up traps and pool limits now,
         // not at the first client.
         let mut store = self.template.new_store(&plugin, None, None);
@@ -223,6 +229,48 @@ impl Loader {
         let mut trial = Instance::new(&plugin, store).map_err(PluginError::Instantiate)?;
         trial.store.data_mut().flush_output();
         Ok(plugin)
+    }
+}
+
+impl Loader {
+    /// Replaces a core module that exports `_initialize` by its pre-initialized form
+    /// (plugin/preinit.rs), cached under its bytes, name and settings. One that cannot be
+    /// pre-initialized is served as it is, running `_initialize` in every instance; an
+    /// `_initialize` that fails fails the trial instance after this, as it would have.
+    fn preinitialize(&self, plugin: &mut Plugin, bytes: &[u8]) -> Result<(), PluginError> {
+        let started = Instant::now();
+        let engine = &self.template.engine;
+        let make = || {
+            let store = self.template.new_store(plugin, None, None);
+            preinit::run(&self.core_linker, store, self.template.timeout, bytes)
+        };
+        let salt = format!("{:?}", (preinit::VERSION, &plugin.name, &plugin.config));
+        let made = match &self.cache {
+            Some(c) => c.derived_module(engine, (bytes, salt.as_bytes()), make),
+            None => make()
+                .and_then(|b| Module::new(engine, b))
+                .map(|m| (m, Source::Compiled)),
+        };
+        match made {
+            Ok((pre, source)) => {
+                plugin.kind = PluginKind::Core(core_abi::load(
+                    &self.core_linker,
+                    &pre,
+                    self.cfg.max_reply_bytes,
+                )?);
+                tracing::debug!(
+                    plugin = %plugin.name,
+                    cached = source == Source::Cache,
+                    ms = ms(started.elapsed()),
+                    "pre-initialized: `_initialize` ran once, at load"
+                );
+            }
+            Err(e) => tracing::warn!(
+                plugin = %plugin.name,
+                "cannot pre-initialize, `_initialize` runs in every instance: {e:#}"
+            ),
+        }
+        Ok(())
     }
 }
 

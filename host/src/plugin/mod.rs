@@ -14,6 +14,7 @@ pub mod limits;
 pub mod live;
 pub mod loader;
 pub mod pool;
+pub mod preinit;
 pub mod registry;
 pub mod services;
 
