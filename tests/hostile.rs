@@ -195,3 +195,20 @@ fn a_client_with_input_always_waiting_does_not_hold_its_worker() {
          another client waited ({before} before it was sent)"
     );
 }
+
+/// A batch longer than one turn, sent before the client shuts its side: every message is still
+/// answered before the connection closes (its turn ending with messages left is not its end).
+#[test]
+fn a_batch_longer_than_a_turn_then_eof_is_answered_whole() {
+    let server = echo(&["--workers", "1"]);
+    let mut c = server.connect();
+    const N: usize = 1000;
+    let batch: String = (0..N).map(|i| format!("m{i}\n")).collect();
+    c.send(batch.as_bytes());
+    c.shutdown_write();
+    let got = c.read_until_closed(Duration::from_secs(10));
+    let text = String::from_utf8_lossy(&got);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), N, "replies before the close");
+    assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("m{i}")));
+}

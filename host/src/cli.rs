@@ -125,7 +125,7 @@ pub struct LoadArgs {
 
     /// Run a core module's `_initialize` in every instance. By default it runs once, at load,
     /// and every instance starts from the state it left (what it drew, such as random seeds,
-    /// is then the same in every instance; docs/isolation.md).
+    /// is then the same in every instance; docs/core-abi.md, "Pre-initialization").
     #[arg(long, env = "SANDPORT_NO_PREINIT")]
     pub no_preinit: bool,
 

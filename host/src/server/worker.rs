@@ -334,8 +334,8 @@ impl<H: Handler> Worker<H> {
             }
             s.paused = false;
             if handled == Handled::TurnOver {
-                self.again.push(key);
-                break;
+                // Messages may be left: it is not over, whatever its reading says.
+                return self.again.push(key);
             }
             if handled == Handled::HeldBack && !s.io.over_output_cap() {
                 // The client caught up: answer what is buffered before reading more.
@@ -347,8 +347,7 @@ impl<H: Handler> Worker<H> {
             }
             if !turn.may_read() {
                 // Edge-triggered: no event may come for what is already waiting.
-                self.again.push(key);
-                break;
+                return self.again.push(key);
             }
             let filled = s.io.fill(&mut self.scratch, self.now);
             self.sync(key);
