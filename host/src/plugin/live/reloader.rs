@@ -86,16 +86,20 @@ impl Reloader {
             },
             false => None,
         };
+        // Returns once the compile thread is made too: every thread the server keeps exists
+        // before it accepts a client (a thread count read then is final).
+        let (ready, started) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name("sandport-reload".into())
             .spawn(move || {
                 let _watcher = watcher;
-                self.run();
-            })
-            .map(drop)
+                self.run(ready);
+            })?;
+        let _ = started.recv();
+        Ok(())
     }
 
-    fn run(mut self) {
+    fn run(mut self, ready: Sender<()>) {
         lower_priority();
         // One compile thread, made here so it inherits the lowered priority: wasmtime compiles
         // functions in parallel on the rayon pool it is called from.
@@ -111,6 +115,7 @@ impl Reloader {
                 return;
             }
         };
+        let _ = ready.send(());
         loop {
             let force = match self.rx.recv_timeout(IDLE_CHECK) {
                 Ok(t) => t == Trigger::Hangup,
