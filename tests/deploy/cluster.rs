@@ -218,13 +218,26 @@ fn a_clients_rate_limit_holds_on_every_host_behind_the_balancer() {
             "ratelimit.window_ms=60000",
         ],
     );
-    // Three connections from 127.0.0.2 land on the three hosts; each message counts once.
-    let mut clients: Vec<Client> = (0..3)
-        .map(|_| cluster.connect_from([127, 0, 0, 2]))
+    // A connection from 127.0.0.2 on each of the three hosts (the balancer chooses: connections
+    // are opened one by one until each host has one, the others stay open and quiet); each
+    // message counts once.
+    let mut on_host: Vec<Option<Client>> = vec![None, None, None];
+    let mut spare = Vec::new();
+    while on_host.iter().any(Option::is_none) && spare.len() < 30 {
+        let before: Vec<u64> = (0..3).map(|i| cluster.open_on(i)).collect();
+        let c = cluster.connect_from([127, 0, 0, 2]);
+        let host = eventually(REPLY_TIMEOUT, || {
+            (0..3).find(|&i| cluster.open_on(i) > before[i])
+        })
+        .expect("the connection opens on a host");
+        match on_host[host] {
+            None => on_host[host] = Some(c),
+            Some(_) => spare.push(c),
+        }
+    }
+    let mut clients: Vec<Client> = (on_host.into_iter())
+        .map(|c| c.expect("the balancer sends a connection to every host"))
         .collect();
-    wait_until("one connection on each host", REPLY_TIMEOUT, || {
-        (0..3).all(|i| cluster.open_on(i) == 1)
-    });
     for (i, c) in clients.iter_mut().enumerate() {
         c.roundtrip(&format!("m{i}"), &format!("m{i}"));
     }

@@ -5,6 +5,7 @@
 //! `deserialize_file`, which maps them instead of reading and decompressing them: a 15-20 MB
 //! Python or JavaScript component then loads in milliseconds instead of seconds.
 
+use std::borrow::Cow;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -97,13 +98,7 @@ impl CodeCache {
 
     pub fn module(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<(Module, Source)> {
         let path = self.entry(engine, bytes, "module");
-        // SAFETY: as for components above.
-        if let Ok(m) = unsafe { Module::deserialize_file(engine, &path) } {
-            return Ok((m, Source::Cache));
-        }
-        let module = Module::new(engine, bytes)?;
-        self.store(&path, module.serialize());
-        Ok((module, Source::Compiled))
+        self.cached_module(engine, &path, || Ok(Cow::Borrowed(bytes)))
     }
 
     /// A module made from `bytes` by `make` (pre-initialization, whose result also depends on
@@ -116,12 +111,22 @@ impl CodeCache {
         make: impl FnOnce() -> wasmtime::Result<Vec<u8>>,
     ) -> wasmtime::Result<(Module, Source)> {
         let path = self.entry_of(engine, &[bytes, salt], "preinit");
+        self.cached_module(engine, &path, || make().map(Cow::Owned))
+    }
+
+    /// The module stored at `path`, or the one compiled from what `source` gives, stored there.
+    fn cached_module<'a>(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        source: impl FnOnce() -> wasmtime::Result<Cow<'a, [u8]>>,
+    ) -> wasmtime::Result<(Module, Source)> {
         // SAFETY: as for components above.
-        if let Ok(m) = unsafe { Module::deserialize_file(engine, &path) } {
+        if let Ok(m) = unsafe { Module::deserialize_file(engine, path) } {
             return Ok((m, Source::Cache));
         }
-        let module = Module::new(engine, make()?)?;
-        self.store(&path, module.serialize());
+        let module = Module::new(engine, source()?)?;
+        self.store(path, module.serialize());
         Ok((module, Source::Compiled))
     }
 

@@ -4,9 +4,9 @@
 //! (wasmtime's Wizer). A fresh instance then starts where `_initialize` ended instead of running
 //! it again, which for Go is most of the cost of an instance per message.
 //!
-//! What a plugin sees (docs/core-abi.md, "Pre-initialization"): everything `_initialize` did happened once, at load,
-//! not once per instance: values it drew (random seeds, the clock) are the same in every
-//! instance, and what it logged is logged once.
+//! What a plugin sees (docs/core-abi.md, "Pre-initialization"): everything `_initialize` did
+//! happened once, at load, not once per instance: values it drew (random seeds, the clock) are
+//! the same in every instance, and what it logged is logged once.
 
 use std::future::Future;
 use std::pin::pin;
