@@ -7,7 +7,7 @@ use crate::support::*;
 
 /// The ABI's boilerplate: memory, version, a bump allocator whose heap restarts at every message
 /// (so a reused instance never runs out), a no-op free, and a result area at offset 0.
-const PRELUDE: &str = r#"
+pub(crate) const PRELUDE: &str = r#"
   (import "sandport" "log" (func $log (param i32 i32 i32)))
   (import "sandport" "config_get" (func $config_get (param i32 i32 i32 i32) (result i32)))
   (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
@@ -27,7 +27,7 @@ const PRELUDE: &str = r#"
     (i32.const 0))
 "#;
 
-fn module(dir: &TempDir, name: &str, body: &str) -> std::path::PathBuf {
+pub(crate) fn module(dir: &TempDir, name: &str, body: &str) -> std::path::PathBuf {
     dir.write(
         &format!("{name}.wat"),
         format!("(module {PRELUDE} {body})").as_bytes(),
@@ -704,9 +704,12 @@ fn core_module_initialize_runs_once_at_load_unless_told_otherwise() {
     // Once at load (none when the pre-initialized module came from the cache).
     let inits = reactor_inits(&path, &[]);
     assert!(inits <= 1, "`_initialize` ran {inits} times");
-    // --no-preinit: at load (the trial instance) and in each message's instance.
-    let inits = reactor_inits(&path, &["--no-preinit"]);
+    // --no-preinit: at load (the trial instance) and in each message's instance (made anew
+    // for each with --no-reset; reset in place, the worker's one instance ran it once).
+    let inits = reactor_inits(&path, &["--no-preinit", "--no-reset"]);
     assert!(inits >= 4, "`_initialize` ran {inits} times");
+    let inits = reactor_inits(&path, &["--no-preinit", "--no-cache"]);
+    assert_eq!(inits, 2, "`_initialize` ran {inits} times");
 }
 
 #[test]
@@ -718,7 +721,7 @@ fn core_module_wizer_cannot_snapshot_still_runs_initialize_in_every_instance() {
          (func $copies (table.copy (i32.const 0) (i32.const 0) (i32.const 0)))"
     );
     let path = module(&dir, "reactor", &body);
-    let inits = reactor_inits(&path, &["--no-cache"]);
+    let inits = reactor_inits(&path, &["--no-cache", "--no-reset"]);
     assert!(inits >= 4, "`_initialize` ran {inits} times");
 }
 

@@ -25,6 +25,7 @@ mod misbehaving;
 mod oversize;
 mod proxy_protocol;
 mod replay;
+mod reset;
 mod resolution;
 mod scale;
 mod sdk;

@@ -180,9 +180,12 @@ fn counters_move_with_the_traffic_and_promtool_accepts_the_exposition() {
         &calls("on-message"),
     );
     assert!(sum.is_some_and(|v| v > 0.0), "{s}");
-    // --isolation message: a fresh instance for on-connect and for each message.
+    // --isolation message: one instance, made for on-connect and put back as instantiation
+    // left it after that call and each message.
     let made = value(&s, "sandport_plugin_instances_created_total", &echo);
-    assert_eq!(made, Some(4.0), "{s}");
+    assert_eq!(made, Some(1.0), "{s}");
+    let reset = value(&s, "sandport_plugin_instances_reset_total", &echo);
+    assert_eq!(reset, Some(4.0), "{s}");
 
     drop(c);
     let closed = [("reason", "client_closed")];

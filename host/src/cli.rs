@@ -129,6 +129,13 @@ pub struct LoadArgs {
     #[arg(long, env = "SANDPORT_NO_PREINIT")]
     pub no_preinit: bool,
 
+    /// Under `--isolation message`, make a new instance for every call. By default a worker
+    /// keeps one per plugin and puts it back, in place, into the state instantiation left it in
+    /// (memories, globals, tables, handles) after each call: the guest sees the same pristine
+    /// instance, made once (docs/architecture.md, "Instances reset in place").
+    #[arg(long, env = "SANDPORT_NO_RESET")]
+    pub no_reset: bool,
+
     /// Where contract 0.2 plugins keep state: `memory` (shared by all workers, gone at exit),
     /// `file:PATH` (durable: every acknowledged write is synced to disk first) or
     /// `redis://HOST:PORT[/DB]` (shared by every host naming the same Redis).
@@ -427,6 +434,7 @@ impl LoadArgs {
                 self.cache_dir.or_else(crate::plugin::cache::default_dir)
             },
             preinit: !self.no_preinit,
+            reset: !self.no_reset,
             ..Config::default()
         }
     }

@@ -98,6 +98,9 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
     /// Core modules' `_initialize` runs once, at load (`--no-preinit` turns it off).
     pub preinit: bool,
+    /// Under `--isolation message`, a worker's instance is put back as instantiation left it
+    /// after each call instead of being made anew (`--no-reset` turns it off).
+    pub reset: bool,
     /// The host state store of contract 0.2 plugins: `memory`, `file:PATH` or
     /// `redis://HOST:PORT[/DB]` (`--state`).
     pub state: String,
@@ -162,6 +165,7 @@ impl Default for Config {
             hibernate_after: None,
             cache_dir: crate::plugin::cache::default_dir(),
             preinit: true,
+            reset: true,
             state: "memory".to_string(),
             state_quotas: Quotas::default(),
             shared_state: BTreeMap::new(),

@@ -151,6 +151,14 @@ impl Exporter {
             MetricType::Counter,
             per_stage(|s| &s.hibernated),
         )?;
+        family(
+            e,
+            "plugin_instances_reset",
+            "Instances put back as instantiation left them after a call under --isolation message, \
+             per stage",
+            MetricType::Counter,
+            per_stage(|s| &s.resets),
+        )?;
 
         let mut m = e.encode_descriptor(
             "plugin_call_duration_seconds",

@@ -90,6 +90,8 @@ pub struct StageCounters {
     pub instances: AtomicU64,
     /// Instances given up by quiet connections (`--hibernate-after`).
     pub hibernated: AtomicU64,
+    /// Instances put back as instantiation left them after a call under `--isolation message`.
+    pub resets: AtomicU64,
     /// Call durations per hook, in [`HOOKS`] order.
     pub hooks: [CallTimes; 3],
 }
@@ -138,6 +140,10 @@ impl WorkerMetrics {
 
     pub fn instance_hibernated(&self, stage: usize) {
         bump(&self.stages[stage].hibernated, 1);
+    }
+
+    pub fn instance_reset(&self, stage: usize) {
+        bump(&self.stages[stage].resets, 1);
     }
 
     pub fn stages(&self) -> &[StageCounters] {

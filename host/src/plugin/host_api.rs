@@ -109,14 +109,20 @@ impl HostState {
     /// keeps a descriptor table the guest can change (closing stdout, say), which must not outlive
     /// its instance.
     pub fn recycle(mut self) -> Option<Self> {
+        self.renew().then_some(self)
+    }
+
+    /// [`HostState::recycle`] in place, for an instance reset in place: `false` when this state
+    /// cannot be kept (a core module's), and then it must be replaced.
+    pub fn renew(&mut self) -> bool {
         self.flush_output();
         match &mut self.wasi {
             Wasi::P2 { table, .. } => *table = ResourceTable::new(),
-            Wasi::P1(_) => return None,
+            Wasi::P1(_) => return false,
         }
         self.limits.reset();
         self.conn.store(0, Ordering::Relaxed);
-        Some(self)
+        true
     }
 
     /// Logs what the plugin printed without a final newline, so nothing is held across calls.

@@ -1,7 +1,7 @@
 //! A live plugin instance: its store and its entry points, of either kind (component or core
 //! module), and the hooks called on it.
 
-use wasmtime::Store;
+use wasmtime::{ResetPoint, Store};
 
 use super::bindings::{v2, Connection, Handler, Response};
 use super::core_abi::CoreInstance;
@@ -26,6 +26,8 @@ pub enum Handle {
 pub struct Instance {
     pub(super) store: Store<HostState>,
     handle: Handle,
+    /// The state instantiation left, when it is to be reset in place (see [`Instance::reset`]).
+    reset: Option<ResetPoint>,
 }
 
 impl Instance {
@@ -34,7 +36,11 @@ impl Instance {
     /// logging what the plugin printed.
     pub fn new(plugin: &Plugin, mut store: Store<HostState>) -> wasmtime::Result<Instance> {
         match plugin.instantiate(&mut store) {
-            Ok(handle) => Ok(Instance { store, handle }),
+            Ok(handle) => Ok(Instance {
+                store,
+                handle,
+                reset: None,
+            }),
             Err(e) => {
                 store.data_mut().flush_output();
                 Err(e)
@@ -71,6 +77,39 @@ impl Instance {
             Handle::ComponentV2(h) => h.call_on_disconnect(&mut self.store, conn.id),
             Handle::Core(c) => c.on_disconnect(&mut self.store, conn.id),
         }
+    }
+
+    /// Takes the state instantiation left, to [`Instance::reset`] to after each call. Called
+    /// before the first call; `false` when wasmtime could not restore all of it exactly (GC
+    /// references, a shared memory, no `PAGEMAP_SCAN`): the instance is then used once.
+    pub fn prepare_reset(&mut self) -> bool {
+        self.reset = self.store.reset_point();
+        self.reset.is_some()
+    }
+
+    /// Puts the instance back, in place, into the state instantiation left it in: its memories
+    /// (contents and size), globals, tables, dropped segments and a component's handle tables,
+    /// with a renewed host state (`fresh` makes one where the old cannot be kept). `false` when
+    /// it cannot be (the guest still holds a resource handle, say): drop it then.
+    pub fn reset(&mut self, fresh: impl FnOnce() -> HostState) -> bool {
+        let Some(point) = &self.reset else {
+            return false;
+        };
+        match self.store.reset(point) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "instance reset failed; making a new one"
+                );
+                return false;
+            }
+        }
+        if !self.store.data_mut().renew() {
+            *self.store.data_mut() = fresh();
+        }
+        true
     }
 
     /// The host state, for the next instance of the same plugin (see `HostState::recycle`).

@@ -84,6 +84,7 @@ impl Loader {
             timeout: cfg.timeout,
             memory_limit: cfg.memory_limit,
             max_reply_bytes: cfg.max_reply_bytes,
+            reset: cfg.reset,
             cutoff,
             state,
             all_shared: Arc::new(cfg.shared_state.keys().cloned().collect()),

@@ -51,8 +51,12 @@ pub struct WorkerPool {
     generation: u64,
     /// Each plugin's isolation mode, in chain order (copied out of `plugins`: read every call).
     isolation: Vec<Isolation>,
-    /// Under `--isolation worker`, one long-lived instance per plugin.
+    /// Under `--isolation worker`, one long-lived instance per plugin; under `message`, the one
+    /// instance reset in place after each call (see [`Instance::reset`]).
     shared: Vec<Option<Instance>>,
+    /// Per plugin, whether its instances can be reset in place: cleared the first time one
+    /// cannot be (`Instance::prepare_reset`), so the plugin gets a new instance per call.
+    resettable: Vec<bool>,
     /// Under `--isolation message`, each plugin's host state from its last instance, recycled
     /// for the next one (see `HostState::recycle`).
     spare: Vec<Option<HostState>>,
@@ -67,6 +71,7 @@ impl WorkerPool {
         let isolation = plugins.chain.iter().map(|p| p.isolation).collect();
         let shared = plugins.chain.iter().map(|_| None).collect();
         let spare = plugins.chain.iter().map(|_| None).collect();
+        let resettable = plugins.chain.iter().map(|_| plugins.reset).collect();
         WorkerPool {
             metrics: Arc::new(WorkerMetrics::new(plugins.chain.len())),
             plugins,
@@ -74,6 +79,7 @@ impl WorkerPool {
             generation: 0,
             isolation,
             shared,
+            resettable,
             spare,
             messenger,
         }
@@ -100,6 +106,7 @@ impl WorkerPool {
         self.isolation = plugins.chain.iter().map(|p| p.isolation).collect();
         self.shared = plugins.chain.iter().map(|_| None).collect();
         self.spare = plugins.chain.iter().map(|_| None).collect();
+        self.resettable = plugins.chain.iter().map(|_| plugins.reset).collect();
         self.plugins = plugins;
         self.generation = generation;
     }
@@ -309,6 +316,7 @@ impl WorkerPool {
             plugins,
             isolation,
             shared,
+            resettable,
             spare,
             messenger,
             metrics,
@@ -324,6 +332,9 @@ impl WorkerPool {
             Some(&mut spare[i])
         };
         let fresh_each_call = isolation == Isolation::Message;
+        // A pinned connection's older version keeps new instances per call: its worker's slots
+        // belong to the current version.
+        let in_place = fresh_each_call && stale.is_none() && resettable[i];
         let fail = |cause| CallError {
             plugin: plugin.name.clone(),
             hook,
@@ -333,7 +344,11 @@ impl WorkerPool {
         let start = |store: &mut Store<HostState>| {
             limits::start_call(store, conn, plugins.timeout).map_err(|_| fail(Cause::CutOff))
         };
-        let slot = slot_of(shared, isolation, i, own);
+        let slot = if in_place {
+            &mut shared[i]
+        } else {
+            slot_of(shared, isolation, i, own)
+        };
         let started = match slot {
             Some(inst) => match start(&mut inst.store) {
                 Ok(started) => started,
@@ -346,9 +361,13 @@ impl WorkerPool {
                 let reuse = spare.as_mut().and_then(|s| s.take());
                 let mut store = plugins.new_store(plugin, reuse, messenger.as_ref());
                 let started = start(&mut store)?;
-                let inst = Instance::new(plugin, store)
+                let mut inst = Instance::new(plugin, store)
                     .map_err(|e| fail(Cause::Instantiate(format!("{e:#}"))))?;
                 metrics.instance_created(i);
+                if in_place && !inst.prepare_reset() {
+                    tracing::debug!(plugin = %plugin.name, "instances cannot be reset in place");
+                    resettable[i] = false;
+                }
                 *slot = Some(inst);
                 started
             }
@@ -359,7 +378,9 @@ impl WorkerPool {
         inst.store.data_mut().flush_output();
         match res {
             Ok(r) => {
-                if fresh_each_call {
+                if in_place && inst.reset(|| plugins.new_state(plugin, messenger.as_ref())) {
+                    metrics.instance_reset(i);
+                } else if fresh_each_call {
                     let used = slot.take().expect("called above");
                     let recycled = used.into_state().recycle();
                     if let Some(s) = spare {

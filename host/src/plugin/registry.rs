@@ -81,6 +81,8 @@ pub struct Plugins {
     pub memory_limit: usize,
     /// `--max-reply-bytes`: a larger reply is a failed call.
     pub max_reply_bytes: usize,
+    /// Under `--isolation message`, instances are reset in place between calls (`--no-reset`).
+    pub reset: bool,
     /// Read by every store: once shutdown sets it, every call past it is cut off.
     cutoff: CutOff,
     /// The host state every 0.2 plugin's namespaces live in (`--state`).
@@ -97,6 +99,7 @@ pub(super) struct Parts {
     pub timeout: Duration,
     pub memory_limit: usize,
     pub max_reply_bytes: usize,
+    pub reset: bool,
     pub cutoff: CutOff,
     pub state: Arc<dyn Backend>,
     pub all_shared: Arc<BTreeSet<String>>,
@@ -110,6 +113,7 @@ impl Plugins {
             timeout: parts.timeout,
             memory_limit: parts.memory_limit,
             max_reply_bytes: parts.max_reply_bytes,
+            reset: parts.reset,
             cutoff: parts.cutoff,
             state: parts.state,
             all_shared: parts.all_shared,
@@ -155,6 +159,7 @@ impl Plugins {
             timeout: self.timeout,
             memory_limit: self.memory_limit,
             max_reply_bytes: self.max_reply_bytes,
+            reset: self.reset,
             cutoff: self.cutoff.clone(),
             state: self.state.clone(),
             all_shared: self.all_shared.clone(),
@@ -176,25 +181,28 @@ impl Plugins {
         reuse: Option<HostState>,
         messenger: Option<&Arc<Messenger>>,
     ) -> Store<HostState> {
-        let state = reuse.unwrap_or_else(|| {
-            // 0.1.0 components cannot reach state or other connections: they get none.
-            let services = plugin.namespace.clone().map(|own| Services {
-                state: self.state.clone(),
-                own,
-                shared: plugin.shared.clone(),
-                all_shared: self.all_shared.clone(),
-                messenger: messenger.cloned(),
-                ops: self.ops.clone(),
-            });
-            HostState::new(
-                plugin.name.clone(),
-                plugin.config.clone(),
-                matches!(plugin.kind, PluginKind::Core(_)),
-                Limits::new(self.memory_limit, self.cutoff.clone()),
-                services,
-            )
-        });
+        let state = reuse.unwrap_or_else(|| self.new_state(plugin, messenger));
         limits::new_store(&self.engine, state)
+    }
+
+    /// A new host state for an instance of `plugin`.
+    pub fn new_state(&self, plugin: &Plugin, messenger: Option<&Arc<Messenger>>) -> HostState {
+        // 0.1.0 components cannot reach state or other connections: they get none.
+        let services = plugin.namespace.clone().map(|own| Services {
+            state: self.state.clone(),
+            own,
+            shared: plugin.shared.clone(),
+            all_shared: self.all_shared.clone(),
+            messenger: messenger.cloned(),
+            ops: self.ops.clone(),
+        });
+        HostState::new(
+            plugin.name.clone(),
+            plugin.config.clone(),
+            matches!(plugin.kind, PluginKind::Core(_)),
+            Limits::new(self.memory_limit, self.cutoff.clone()),
+            services,
+        )
     }
 }
 

@@ -114,6 +114,8 @@ pub use self::context::*;
 mod data;
 pub use self::data::*;
 mod func_refs;
+mod reset;
+pub use reset::ResetPoint;
 use func_refs::FuncRefs;
 #[cfg(feature = "component-model-async")]
 mod token;
@@ -696,6 +698,7 @@ enum StoreInstanceKind {
 }
 
 impl<T> Store<T> {
+
     /// Creates a new [`Store`] to be associated with the given [`Engine`] and
     /// `data` provided.
     ///

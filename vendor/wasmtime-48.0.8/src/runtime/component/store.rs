@@ -321,6 +321,34 @@ impl StoreData {
 }
 
 impl StoreOpaque {
+    /// sandport patch: whether no component handle is live (in the host's table or any
+    /// instance's) and no instance trapped; if so, and `renew`, the tables are made new, so
+    /// the next handles are numbered as in a new store.
+    pub(crate) fn sandport_components_idle(&mut self, renew: bool) -> bool {
+        let data = &mut self.store_data_mut().components;
+        if data.trapped || !data.component_host_table.is_empty() {
+            return false;
+        }
+        for instance in data.instances.values_mut() {
+            let Some(instance) = instance.as_mut() else {
+                continue;
+            };
+            let (states, _) = instance.get_mut().instance_states();
+            for state in states.values_mut() {
+                if !state.handle_table().is_empty() {
+                    return false;
+                }
+                if renew {
+                    *state.handle_table() = Default::default();
+                }
+            }
+        }
+        if renew {
+            data.component_host_table = Default::default();
+        }
+        true
+    }
+
     pub(crate) fn trapped(&self) -> bool {
         self.store_data().components.trapped
     }

@@ -42,6 +42,8 @@ use wasmtime_environ::{
 use wasmtime_wmemcheck::Wmemcheck;
 
 mod allocator;
+mod reset;
+pub use reset::InstanceResetPoint;
 pub use allocator::*;
 
 /// A type that roughly corresponds to a WebAssembly instance, but is also used

@@ -180,6 +180,11 @@ pub trait RuntimeLinearMemory: Send + Sync {
     /// Get a `VMMemoryDefinition` for this linear memory.
     fn vmmemory(&self) -> VMMemoryDefinition;
 
+    /// sandport patch: sets the size back after an in-place reset; only static memories can.
+    fn sandport_set_size(&mut self, _size: usize) -> bool {
+        false
+    }
+
     /// Internal method for Wasmtime when used in conjunction with CoW images.
     /// This is used to inform the underlying memory that the size of memory has
     /// changed.
@@ -447,6 +452,32 @@ impl Memory {
         match self {
             Memory::Local(mem) => mem.unwrap_static_image(),
             Memory::Shared(_) => panic!("expected a local memory"),
+        }
+    }
+
+    /// sandport patch: see `LocalMemory::sandport_written`.
+    pub fn sandport_written(
+        &self,
+        pagemap: &crate::runtime::vm::sys::vm::PageMap,
+    ) -> Option<Vec<(usize, Vec<u8>)>> {
+        match self {
+            Memory::Local(m) => m.sandport_written(pagemap),
+            Memory::Shared(_) => None,
+        }
+    }
+
+    /// sandport patch: see `LocalMemory::sandport_reset`.
+    pub fn sandport_reset(
+        &mut self,
+        size: usize,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        image: Option<&Arc<MemoryImage>>,
+        tunables: &MemoryTunables<'_>,
+    ) -> Result<bool> {
+        match self {
+            Memory::Local(m) => m.sandport_reset(size, pagemap, keep_resident, image, tunables),
+            Memory::Shared(_) => Ok(false),
         }
     }
 
@@ -761,6 +792,65 @@ impl LocalMemory {
     #[cfg(feature = "pooling-allocator")]
     pub fn unwrap_static_image(self) -> MemoryImageSlot {
         self.memory_image.unwrap()
+    }
+
+    /// sandport patch: what the guest wrote since this memory was made from its image, as
+    /// (offset, bytes); `None` when that is unknown (no image slot, no `PAGEMAP_SCAN`).
+    pub fn sandport_written(
+        &self,
+        pagemap: &crate::runtime::vm::sys::vm::PageMap,
+    ) -> Option<Vec<(usize, Vec<u8>)>> {
+        self.memory_image.as_ref()?;
+        let base = self.alloc.base().as_mut_ptr();
+        let len = self.alloc.byte_size();
+        if len % crate::runtime::vm::host_page_size() != 0 {
+            return None;
+        }
+        // SAFETY: `base..base + len` is this memory's accessible range.
+        let regions = unsafe { crate::runtime::vm::sys::vm::written_regions(pagemap, base, len) }?;
+        let copy = |r: core::ops::Range<usize>| {
+            // SAFETY: the range is within `base..base + len`.
+            let bytes = unsafe { core::slice::from_raw_parts(base.add(r.start), r.len()) };
+            (r.start, bytes.to_vec())
+        };
+        Some(regions.into_iter().map(copy).collect())
+    }
+
+    /// sandport patch: back to the image, at `size` bytes (what instantiation left), in place,
+    /// as the pooling allocator does between two instances of a slot. `false` if this memory
+    /// cannot be.
+    pub fn sandport_reset(
+        &mut self,
+        size: usize,
+        pagemap: Option<&crate::runtime::vm::sys::vm::PageMap>,
+        keep_resident: HostAlignedByteCount,
+        image: Option<&Arc<MemoryImage>>,
+        tunables: &MemoryTunables<'_>,
+    ) -> Result<bool> {
+        let initial = size;
+        // Only a static (pooled) memory can have its size set back: probe before changing it.
+        let Some(slot) = self.memory_image.as_mut() else {
+            return Ok(false);
+        };
+        if !self.alloc.sandport_set_size(self.alloc.byte_size()) {
+            return Ok(false);
+        }
+        let mut failed = None;
+        slot.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+            let iov = [crate::runtime::vm::sys::vm::iovec {
+                iov_base: ptr.cast(),
+                iov_len: len,
+            }];
+            // SAFETY: the range is this memory's, which no guest code runs on during a reset.
+            if let Err(e) = unsafe { crate::runtime::vm::sys::vm::decommit_pages(&iov) } {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        slot.instantiate(initial, image, &self.ty, tunables)?;
+        Ok(self.alloc.sandport_set_size(initial))
     }
 }
 

@@ -11,6 +11,16 @@ impl PageMap {
     }
 }
 
+/// sandport patch: without `PAGEMAP_SCAN` the written pages are unknown.
+#[allow(dead_code, reason = "not used on linux64")]
+pub unsafe fn written_regions(
+    _pagemap: &PageMap,
+    _ptr: *mut u8,
+    _len: usize,
+) -> Option<alloc::vec::Vec<core::ops::Range<usize>>> {
+    None
+}
+
 /// Resets `ptr` for `len` bytes.
 ///
 /// Returns the number of bytse that are still resident after this returns.

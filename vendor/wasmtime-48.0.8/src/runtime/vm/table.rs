@@ -785,6 +785,42 @@ impl Table {
         Ok(())
     }
 
+    /// sandport patch: a static funcref table's elements up to its size, as raw words.
+    pub fn sandport_func_elements(&self) -> Option<Vec<usize>> {
+        const _: () =
+            assert!(core::mem::size_of::<FuncTableElem>() == core::mem::size_of::<usize>());
+        match self {
+            Table::Static(StaticTable::Func(StaticFuncTable { data, size, .. })) => {
+                // SAFETY: the first `size` elements of the table's storage.
+                let words =
+                    unsafe { core::slice::from_raw_parts(data.as_ptr().cast::<usize>(), *size) };
+                Some(words.to_vec())
+            }
+            _ => None,
+        }
+    }
+
+    /// sandport patch: writes back what `sandport_func_elements` copied, and that size.
+    pub fn sandport_restore_func(&mut self, elements: &[usize]) -> bool {
+        match self {
+            Table::Static(StaticTable::Func(StaticFuncTable { data, size, .. }))
+                if elements.len() <= data.len() =>
+            {
+                // SAFETY: within the table's storage, which nothing else reads during a reset.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        elements.as_ptr(),
+                        data.as_ptr().cast::<usize>(),
+                        elements.len(),
+                    );
+                }
+                *size = elements.len();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Return a `VMTableDefinition` for exposing the table to compiled wasm code.
     pub fn vmtable(&mut self) -> VMTableDefinition {
         match self {

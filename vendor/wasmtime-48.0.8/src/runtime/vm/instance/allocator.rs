@@ -206,6 +206,23 @@ pub unsafe trait InstanceAllocator: Send + Sync {
         memory: Memory,
     );
 
+    /// sandport patch: what the guest wrote to a live memory since its image was mapped.
+    fn sandport_memory_written(&self, _memory: &Memory) -> Option<Vec<(usize, Vec<u8>)>> {
+        None
+    }
+
+    /// sandport patch: resets a live memory to its image and initial size; `false` if this
+    /// allocator cannot.
+    fn sandport_reset_memory(
+        &self,
+        _memory: &mut Memory,
+        _size: usize,
+        _image: Option<&alloc::sync::Arc<crate::runtime::vm::MemoryImage>>,
+        _tunables: &wasmtime_environ::MemoryTunables<'_>,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Allocate a table for an instance.
     ///
     /// Returns `Err(OutOfMemory)` if boxing the future fails. The inner

@@ -52,6 +52,11 @@ impl RuntimeLinearMemory for StaticMemory {
         self.size
     }
 
+    fn sandport_set_size(&mut self, size: usize) -> bool {
+        self.size = size;
+        true
+    }
+
     fn byte_capacity(&self) -> usize {
         self.capacity
     }

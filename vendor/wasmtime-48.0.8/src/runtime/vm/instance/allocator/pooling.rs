@@ -664,6 +664,26 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
         })
     }
 
+    fn sandport_memory_written(&self, memory: &Memory) -> Option<Vec<(usize, Vec<u8>)>> {
+        memory.sandport_written(self.pagemap.as_ref()?)
+    }
+
+    fn sandport_reset_memory(
+        &self,
+        memory: &mut Memory,
+        size: usize,
+        image: Option<&alloc::sync::Arc<crate::runtime::vm::MemoryImage>>,
+        tunables: &wasmtime_environ::MemoryTunables<'_>,
+    ) -> Result<bool> {
+        memory.sandport_reset(
+            size,
+            self.pagemap.as_ref(),
+            self.memories.keep_resident,
+            image,
+            tunables,
+        )
+    }
+
     unsafe fn deallocate_memory(
         &self,
         _memory_index: Option<DefinedMemoryIndex>,

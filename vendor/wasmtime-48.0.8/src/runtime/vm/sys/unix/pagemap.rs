@@ -350,6 +350,44 @@ pub unsafe fn reset_with_pagemap(
     bytes_resident
 }
 
+/// sandport patch: the pages of `ptr..ptr + len` written since they were mapped (present and
+/// neither file-backed nor the zero page), as byte ranges from `ptr`. `None` if the scan failed
+/// or stopped short of the end (too many separate regions).
+///
+/// # Safety
+///
+/// Requires that `ptr` is valid to read for `len` bytes.
+pub unsafe fn written_regions(
+    pagemap: &PageMap,
+    ptr: *mut u8,
+    len: usize,
+) -> Option<std::vec::Vec<core::ops::Range<usize>>> {
+    const MAX_REGIONS: usize = 4096;
+    let mut storage = std::vec![MaybeUninit::uninit(); MAX_REGIONS];
+    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len))
+        .category_inverted(Categories::PFNZERO | Categories::FILE)
+        .category_mask(
+            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
+        )
+        .return_mask(Categories::empty())
+        .build(&mut storage);
+    // SAFETY: as in `reset_with_pagemap`.
+    let result = unsafe { ioctl(&pagemap.0, scan_arg) }.ok()?;
+    if result.walk_end().addr() != ptr.addr() + len {
+        return None;
+    }
+    Some(
+        result
+            .regions()
+            .iter()
+            .map(|r| {
+                let start = r.region().cast::<u8>().addr() - ptr.addr();
+                start..start + r.len()
+            })
+            .collect(),
+    )
+}
+
 mod ioctl {
     use rustix::ioctl::*;
     use std::ffi::c_void;
