@@ -165,3 +165,30 @@ fn a_plugin_whose_instances_cannot_be_reset_gets_a_new_instance_per_call() {
     let (made, reset) = replies_and_instances(&path, &["--no-preinit"], 3, "1");
     assert_eq!((made, reset), (4.0, 0.0));
 }
+
+#[test]
+fn a_component_still_holding_a_resource_handle_is_not_reset_but_replaced() {
+    // `keep` leaves the call holding a bucket's handle: a reset cannot take it back, so that
+    // instance is dropped and the next call gets a new one, which holds nothing.
+    let (server, m) = with_metrics(&[test_plugin("statetest")], &["--workers", "1"]);
+    let mut a = server.connect();
+    for (line, reply) in [("kept", "false"), ("keep", "ok"), ("kept", "false")] {
+        a.send_line(line);
+        a.expect_line(reply);
+    }
+    server.assert_no_call_failed();
+    let s = scrape(m);
+    let labels = [("plugin", "statetest")];
+    let made = value(&s, "sandport_plugin_instances_created_total", &labels);
+    assert_eq!(made, Some(2.0), "{s}");
+    // Under `worker` the same instance keeps the bucket: `keep` really keeps it.
+    let server = Server::builder()
+        .plugin(test_plugin("statetest"))
+        .args(["--workers", "1", "--isolation", "worker"])
+        .start();
+    let mut a = server.connect();
+    for (line, reply) in [("keep", "ok"), ("kept", "true")] {
+        a.send_line(line);
+        a.expect_line(reply);
+    }
+}

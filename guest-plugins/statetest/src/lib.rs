@@ -25,6 +25,8 @@
 //! | `expire K MS` / `expire K -` | `true` or `false` (whether K exists) |
 //! | `ttl K` | `absent`, `persistent` or `remaining MS` |
 //! | `keys` | every key, space-separated |
+//! | `keep` | `ok`: opens the plugin's bucket and keeps it (its resource handle) past the call |
+//! | `kept` | `true` or `false`: whether this instance keeps a bucket |
 //!
 //! Messaging (this connection is `whoami`):
 //!
@@ -39,11 +41,17 @@
 //! | `publish ROOM MSG` / `publishall ROOM MSG` | how many got it (`publishall`: the sender too) |
 //! | `flood ROOM N SIZE` | publishes N messages of SIZE bytes to the room's others; the total |
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use sandport_guest::v2::messaging;
 use sandport_guest::v2::state::{Bucket, Ttl};
 use sandport_guest::v2::{config_get, Handler, Response};
+
+thread_local! {
+    /// The bucket `keep` keeps: a handle the guest still holds when its call returns.
+    static KEPT: RefCell<Option<Bucket>> = const { RefCell::new(None) };
+}
 
 /// A reply line, or the error line to reply instead.
 type Answer = Result<String, String>;
@@ -157,8 +165,15 @@ fn run(me: u64, line: &str) -> Answer {
     if let Some(answer) = messaging(me, command, rest) {
         return answer;
     }
-    if command == "open" {
-        return Bucket::open(rest).map(|_| "ok".into()).map_err(state_error);
+    match command {
+        "open" => return Bucket::open(rest).map(|_| "ok".into()).map_err(state_error),
+        "keep" => {
+            let bucket = Bucket::open_default().map_err(state_error)?;
+            KEPT.with(|k| *k.borrow_mut() = Some(bucket));
+            return Ok("ok".into());
+        }
+        "kept" => return Ok(flag(KEPT.with(|k| k.borrow().is_some()))),
+        _ => {}
     }
     let (bucket, command, rest) = match command {
         "in" => {
