@@ -71,9 +71,12 @@ impl StoreOpaque {
         if !self.sandport_components_idle(true) {
             return Ok(false);
         }
-        let engine = self.engine().clone();
+        // Borrowed apart, not cloned: the engine's count is shared by every thread.
+        let StoreOpaque {
+            engine, instances, ..
+        } = self;
         for (id, instance) in &point.instances {
-            let handle = self.instances[*id].handle.get_mut();
+            let handle = instances[*id].handle.get_mut();
             if !handle.sandport_reset(instance, engine.allocator(), engine.tunables())? {
                 return Ok(false);
             }

@@ -101,11 +101,14 @@ impl Instance {
         tunables: &Tunables,
     ) -> Result<bool> {
         let memory_tunables = MemoryTunables::new(tunables, MemoryKind::LinearMemory);
-        let runtime_info = self.runtime_info.clone();
+        // Fields borrowed apart, not cloned: the module's `Arc` is shared by every thread's
+        // instances, and a count bumped per call would bounce between cores.
+        // SAFETY: nothing is moved out of the pinned instance.
+        let this = unsafe { self.as_mut().get_unchecked_mut() };
         for (i, (size, written)) in point.memories.iter().enumerate() {
             let index = DefinedMemoryIndex::new(i);
-            let image = runtime_info.memory_image(index)?;
-            let memory = &mut self.as_mut().memories_mut()[index].1;
+            let image = this.runtime_info.memory_image(index)?;
+            let memory = &mut this.memories[index].1;
             if !allocator.sandport_reset_memory(memory, *size, image, &memory_tunables)? {
                 return Ok(false);
             }
@@ -117,7 +120,7 @@ impl Instance {
                     core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(*offset), bytes.len())
                 };
             }
-            self.set_memory(index, def);
+            this.set_memory(index, def);
         }
         for (i, value) in point.globals.iter().enumerate() {
             let p = self.global_ptr(DefinedGlobalIndex::new(i));
