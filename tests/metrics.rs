@@ -186,6 +186,9 @@ fn counters_move_with_the_traffic_and_promtool_accepts_the_exposition() {
     assert_eq!(made, Some(1.0), "{s}");
     let reset = value(&s, "sandport_plugin_instances_reset_total", &echo);
     assert_eq!(reset, Some(4.0), "{s}");
+    // The first reset scans memory for the pages the call wrote; later ones may not.
+    let scans = value(&s, "sandport_plugin_instance_reset_scans_total", &echo);
+    assert!(scans.is_some_and(|n| (1.0..=4.0).contains(&n)), "{s}");
 
     drop(c);
     let closed = [("reason", "client_closed")];

@@ -73,6 +73,92 @@ fn every_message_sees_a_pristine_instance_whether_reset_in_place_or_made_anew() 
     }
 }
 
+/// Reports, before changing anything, the byte at offset 3000 of each of the first 16 host
+/// pages ("0": pristine), the memory's size ("1") and "0", then by the message: `wN` writes
+/// page N (a hex digit), `rN` only reads it, `gN` grows the memory by a page and reports (in
+/// place of that "0") then writes the byte at 3000 of the new memory's page N. Pages 4 to 9
+/// are the copy-on-write image (the two data segments), the others zero pages until written.
+const WRITES_PAGES: &str = r#"
+  (data (i32.const 20000) "image")
+  (data (i32.const 40000) "image")
+  (func $digit (param $at i32) (param $v i32)
+    (i32.store8 (local.get $at) (i32.add (i32.const 48) (local.get $v))))
+  (func (export "sandport_on_message") (param $conn i64) (param $ptr i32) (param $len i32) (result i32)
+    (local $k i32) (local $cmd i32) (local $n i32) (local $at i32)
+    (loop $each
+      (call $digit (i32.add (i32.const 61500) (local.get $k))
+        (i32.load8_u (i32.add (i32.mul (local.get $k) (i32.const 4096)) (i32.const 3000))))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br_if $each (i32.lt_u (local.get $k) (i32.const 16))))
+    (call $digit (i32.const 61516) (memory.size))
+    (call $digit (i32.const 61517) (i32.const 0))
+    (local.set $cmd (i32.load8_u (local.get $ptr)))
+    (local.set $n (i32.load8_u (i32.add (local.get $ptr) (i32.const 1))))
+    (local.set $n (if (result i32) (i32.ge_u (local.get $n) (i32.const 97))
+      (then (i32.sub (local.get $n) (i32.const 87)))
+      (else (i32.sub (local.get $n) (i32.const 48)))))
+    (local.set $at (i32.add (i32.mul (local.get $n) (i32.const 4096)) (i32.const 3000)))
+    (if (i32.eq (local.get $cmd) (i32.const 119))
+      (then (i32.store8 (local.get $at) (i32.const 1))))
+    (if (i32.eq (local.get $cmd) (i32.const 114))
+      (then (drop (i32.load8_u (local.get $at)))))
+    (if (i32.eq (local.get $cmd) (i32.const 103))
+      (then
+        (drop (memory.grow (i32.const 1)))
+        (local.set $at (i32.add (i32.const 65536) (local.get $at)))
+        (call $digit (i32.const 61517) (i32.load8_u (local.get $at)))
+        (i32.store8 (local.get $at) (i32.const 1))))
+    (call $result (i32.const 1) (i32.const 61500) (i32.const 18)))
+"#;
+
+#[test]
+fn pages_written_again_or_for_the_first_time_are_all_reset() {
+    // A reset scans memory for the pages the call wrote only after the worker took a page
+    // fault; otherwise it resets the pages the last scan found (a page becomes writable only
+    // through a fault, or through growing memory). Writing the same page again, reading then
+    // writing a page, writing an image page, and growing memory over pages a reset left
+    // resident must all leave the next message a pristine instance.
+    let dir = TempDir::new("reset-pages");
+    let path = module(&dir, "changes", WRITES_PAGES);
+    let messages = [
+        "w3", "w3", "w3", "r5", "w5", "w5", "w3", "g2", "g2", "w3", "g7", "w9", "r9", "w9", "wa",
+        "w4", "w4", "w6", "g4", "w0", "wf", "w3", "g4", "w3",
+    ];
+    let pristine = "000000000000000010";
+    for reset in [true, false] {
+        let extra: &[&str] = if reset { &[] } else { &["--no-reset"] };
+        let (server, m) = with_metrics(
+            std::slice::from_ref(&path),
+            &[&["--workers", "1"][..], extra].concat(),
+        );
+        let mut a = server.connect();
+        for line in messages {
+            a.send_line(line);
+            a.expect_line(pristine);
+        }
+        // Pipelined: the calls run back to back.
+        let batch: String = messages.iter().map(|m| format!("{m}\n")).collect();
+        a.send(batch.as_bytes());
+        for _ in messages {
+            a.expect_line(pristine);
+        }
+        server.assert_no_call_failed();
+        let s = scrape(m);
+        let labels = [("plugin", "changes")];
+        let resets = value(&s, "sandport_plugin_instances_reset_total", &labels);
+        let scans = value(&s, "sandport_plugin_instance_reset_scans_total", &labels);
+        if reset {
+            // on-connect and every message; some resets scanned (the first, and after the
+            // first write of a page), the others did not.
+            let calls = 1.0 + 2.0 * messages.len() as f64;
+            assert_eq!(resets, Some(calls), "{s}");
+            assert!(scans.is_some_and(|n| n >= 1.0 && n < calls), "{s}");
+        } else {
+            assert_eq!((resets, scans), (Some(0.0), Some(0.0)), "{s}");
+        }
+    }
+}
+
 #[test]
 fn after_a_trap_the_next_message_gets_a_new_pristine_instance() {
     let dir = TempDir::new("reset-trap");

@@ -159,6 +159,14 @@ impl Exporter {
             MetricType::Counter,
             per_stage(|s| &s.resets),
         )?;
+        family(
+            e,
+            "plugin_instance_reset_scans",
+            "Resets that scanned the memories for the pages the call wrote; the others reset only \
+             the pages the scan before found, as the worker took no page fault since, per stage",
+            MetricType::Counter,
+            per_stage(|s| &s.reset_scans),
+        )?;
 
         let mut m = e.encode_descriptor(
             "plugin_call_duration_seconds",

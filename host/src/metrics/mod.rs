@@ -92,6 +92,8 @@ pub struct StageCounters {
     pub hibernated: AtomicU64,
     /// Instances put back as instantiation left them after a call under `--isolation message`.
     pub resets: AtomicU64,
+    /// Those of them that scanned the memories for the pages the call wrote.
+    pub reset_scans: AtomicU64,
     /// Call durations per hook, in [`HOOKS`] order.
     pub hooks: [CallTimes; 3],
 }
@@ -142,8 +144,11 @@ impl WorkerMetrics {
         bump(&self.stages[stage].hibernated, 1);
     }
 
-    pub fn instance_reset(&self, stage: usize) {
+    pub fn instance_reset(&self, stage: usize, scanned: bool) {
         bump(&self.stages[stage].resets, 1);
+        if scanned {
+            bump(&self.stages[stage].reset_scans, 1);
+        }
     }
 
     pub fn stages(&self) -> &[StageCounters] {

@@ -92,7 +92,7 @@ impl Instance {
     /// with a renewed host state (`fresh` makes one where the old cannot be kept). `false` when
     /// it cannot be (the guest still holds a resource handle, say): drop it then.
     pub fn reset(&mut self, fresh: impl FnOnce() -> HostState) -> bool {
-        let Some(point) = &self.reset else {
+        let Some(point) = &mut self.reset else {
             return false;
         };
         match self.store.reset(point) {
@@ -110,6 +110,12 @@ impl Instance {
             *self.store.data_mut() = fresh();
         }
         true
+    }
+
+    /// Whether the last [`Instance::reset`] scanned the memories for the pages the call wrote
+    /// (the others reset only the pages the scan before found: no page fault happened since).
+    pub fn last_reset_scanned(&self) -> bool {
+        self.reset.as_ref().is_some_and(|p| p.last_reset_scanned())
     }
 
     /// The host state, for the next instance of the same plugin (see `HostState::recycle`).

@@ -379,7 +379,7 @@ impl WorkerPool {
         match res {
             Ok(r) => {
                 if in_place && inst.reset(|| plugins.new_state(plugin, messenger.as_ref())) {
-                    metrics.instance_reset(i);
+                    metrics.instance_reset(i, inst.last_reset_scanned());
                 } else if fresh_each_call {
                     let used = slot.take().expect("called above");
                     let recycled = used.into_state().recycle();

@@ -92,6 +92,9 @@ pub(crate) use interpreter_disabled as interpreter;
 
 #[cfg(feature = "component-model-async")]
 pub(crate) use sys::{component_async_tls_get, component_async_tls_set};
+// sandport patch: for `Store::reset` (store/reset.rs).
+#[cfg(has_virtual_memory)]
+pub(crate) use sys::vm::thread_faults;
 
 #[cfg(feature = "debug-builtins")]
 pub use wasmtime_jit_debug::gdb_jit_int::GdbJitImageRegistration;

@@ -5,6 +5,7 @@
 use crate::Store;
 use crate::prelude::*;
 use crate::runtime::vm::InstanceResetPoint;
+use crate::runtime::vm::thread_faults;
 use crate::store::{InstanceId, StoreInstanceKind, StoreOpaque};
 use alloc::vec::Vec;
 
@@ -13,6 +14,22 @@ pub struct ResetPoint {
     instances: Vec<(InstanceId, InstanceResetPoint)>,
     /// How many instances (the empty ones included) the store had.
     count: usize,
+    /// The thread and its page-fault count when the last reset started: if neither has changed
+    /// when the next one starts, no page became writable in between (that reset and the call
+    /// after it), and the memories reset only the pages their last scan found (see
+    /// `MemoryImageSlot::sandport_reset`). One `getrusage` per reset, not two.
+    faults_at_last_reset: Option<(u64, u64)>,
+    /// Whether the last reset scanned the memories (see [`ResetPoint::last_reset_scanned`]).
+    last_scanned: bool,
+}
+
+impl ResetPoint {
+    /// Whether the last [`Store::reset`] scanned the memories for the pages the call wrote,
+    /// rather than resetting only the pages the scan before found (which it does when the
+    /// thread took no page fault since).
+    pub fn last_reset_scanned(&self) -> bool {
+        self.last_scanned
+    }
 }
 
 impl<T> Store<T> {
@@ -28,8 +45,16 @@ impl<T> Store<T> {
     /// the handle tables. `Ok(false)` when the guest holds what a reset cannot take back (a
     /// live resource handle, a trap, an instance made since): the instances must then not run
     /// again. The store's data (`T`), fuel and epoch deadline are the caller's.
-    pub fn reset(&mut self, point: &ResetPoint) -> Result<bool> {
-        self.inner.reset(point)
+    pub fn reset(&mut self, point: &mut ResetPoint) -> Result<bool> {
+        let now = thread_faults();
+        let clean = now.is_some() && point.faults_at_last_reset == now;
+        point.faults_at_last_reset = None;
+        point.last_scanned = !clean;
+        let reset = self.inner.reset(point, clean)?;
+        if reset {
+            point.faults_at_last_reset = now;
+        }
+        Ok(reset)
     }
 }
 
@@ -60,10 +85,12 @@ impl StoreOpaque {
         Some(ResetPoint {
             instances,
             count: self.instances.len(),
+            faults_at_last_reset: None,
+            last_scanned: false,
         })
     }
 
-    fn reset(&mut self, point: &ResetPoint) -> Result<bool> {
+    fn reset(&mut self, point: &mut ResetPoint, clean: bool) -> Result<bool> {
         if self.instances.len() != point.count || self.gc_store.is_some() {
             return Ok(false);
         }
@@ -75,9 +102,9 @@ impl StoreOpaque {
         let StoreOpaque {
             engine, instances, ..
         } = self;
-        for (id, instance) in &point.instances {
+        for (id, instance) in &mut point.instances {
             let handle = instances[*id].handle.get_mut();
-            if !handle.sandport_reset(instance, engine.allocator(), engine.tunables())? {
+            if !handle.sandport_reset(instance, engine.allocator(), engine.tunables(), clean)? {
                 return Ok(false);
             }
         }

@@ -556,6 +556,79 @@ impl MemoryImageSlot {
         Ok(bytes_resident)
     }
 
+    /// sandport patch: `clear_and_remain_ready` for a reset in place, which finds the pages to
+    /// reset without a scan when it can.
+    ///
+    /// `known` is what the last reset's scan found: how far it reached (`accessible` then) and
+    /// the written pages, as byte ranges from the slot's base. A page of this private mapping
+    /// becomes writable only through a page fault, or through `mprotect` when memory grows. So
+    /// with `clean` (the caller saw no page fault on this thread since the last reset) and
+    /// memory grown no further than that scan reached, the guest can only have written pages in
+    /// `known`, and only those are reset. Otherwise memory is scanned as usual and `known`
+    /// becomes what the scan found. The first scan also turns huge pages off for this slot: a
+    /// huge page made by `khugepaged` would be writable without a fault.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64", feature = "std"))]
+    pub(crate) fn sandport_reset(
+        &mut self,
+        pagemap: Option<&PageMap>,
+        keep_resident: HostAlignedByteCount,
+        known: &mut Option<(usize, Vec<Range<usize>>)>,
+        clean: bool,
+        decommit: impl FnMut(*mut u8, usize),
+    ) -> Result<()> {
+        assert!(self.dirty);
+        let base = self.base.as_mut_ptr();
+        let reset = |image: Option<&MemoryImage>, region: &mut [u8]| match image {
+            Some(image) => manually_reset_region(base.addr(), image, region),
+            None => region.fill(0),
+        };
+        let accessible = self.accessible.byte_count();
+        match known.as_ref() {
+            Some((scanned, regions)) if clean && accessible <= *scanned => {
+                // Past `accessible` a page has been inaccessible since the reset that left it
+                // pristine.
+                for r in regions {
+                    let (start, end) = (r.start.min(accessible), r.end.min(accessible));
+                    // SAFETY: within `accessible`, which no guest code runs on now.
+                    let region =
+                        unsafe { core::slice::from_raw_parts_mut(base.add(start), end - start) };
+                    reset(self.image.as_deref(), region);
+                }
+            }
+            _ => {
+                if known.is_none() {
+                    // SAFETY: advice on this slot's own reservation.
+                    let ret = unsafe {
+                        libc::madvise(base.cast(), self.static_size, libc::MADV_NOHUGEPAGE)
+                    };
+                    if ret != 0 {
+                        return Err(std::io::Error::last_os_error().into());
+                    }
+                }
+                let mut found = Vec::new();
+                let image = self.image.as_deref();
+                // SAFETY: the slot's accessible range, which no guest code runs on now.
+                unsafe {
+                    reset_with_pagemap(
+                        pagemap,
+                        base,
+                        self.accessible,
+                        keep_resident,
+                        |region| {
+                            let start = region.as_ptr().addr() - base.addr();
+                            found.push(start..start + region.len());
+                            reset(image, region);
+                        },
+                        decommit,
+                    );
+                }
+                *known = Some((accessible, found));
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
     #[allow(dead_code, reason = "only used in some cfgs")]
     unsafe fn reset_all_memory_contents(
         &mut self,
@@ -619,61 +692,6 @@ impl MemoryImageSlot {
                     decommit,
                 ),
             };
-        }
-
-        /// Manually resets `region` back to its original contents as specified
-        /// in `image`.
-        ///
-        /// This assumes that the original mmap starts at `base_addr` and
-        /// `region` is a subslice within the original mmap.
-        ///
-        /// # Panics
-        ///
-        /// Panics if `base_addr` is not the right index due to the various
-        /// indexing calculations below.
-        fn manually_reset_region(base_addr: usize, image: &MemoryImage, mut region: &mut [u8]) {
-            let image_start = image.linear_memory_offset.byte_count();
-            let image_end = image_start + image.len.byte_count();
-            let mut region_start = region.as_ptr().addr() - base_addr;
-            let region_end = region_start + region.len();
-            let image_bytes = image.module_source.wasm_data();
-            let image_bytes = &image_bytes[image.module_source_offset..][..image.len.byte_count()];
-
-            // 1. Zero out the part before the image (if any).
-            if let Some(len_before_image) = image_start.checked_sub(region_start) {
-                let len = len_before_image.min(region.len());
-                let (a, b) = region.split_at_mut(len);
-                a.fill(0);
-                region = b;
-                region_start += len;
-
-                if region.is_empty() {
-                    return;
-                }
-            }
-
-            debug_assert_eq!(region_end - region_start, region.len());
-            debug_assert!(region_start >= image_start);
-
-            // 2. Copy the original bytes from the image for the part that
-            //    overlaps with the image.
-            if let Some(len_in_image) = image_end.checked_sub(region_start) {
-                let len = len_in_image.min(region.len());
-                let (a, b) = region.split_at_mut(len);
-                a.copy_from_slice(&image_bytes[region_start - image_start..][..len]);
-                region = b;
-                region_start += len;
-
-                if region.is_empty() {
-                    return;
-                }
-            }
-
-            debug_assert_eq!(region_end - region_start, region.len());
-            debug_assert!(region_start >= image_end);
-
-            // 3. Zero out the part after the image.
-            region.fill(0);
         }
     }
 
@@ -770,6 +788,63 @@ impl MemoryImageSlot {
 
         Ok(())
     }
+}
+
+/// Manually resets `region` back to its original contents as specified
+/// in `image`.
+///
+/// This assumes that the original mmap starts at `base_addr` and
+/// `region` is a subslice within the original mmap.
+///
+/// # Panics
+///
+/// Panics if `base_addr` is not the right index due to the various
+/// indexing calculations below.
+// sandport patch: module-level (it was local to `reset_with_original_mapping`)
+// so that `MemoryImageSlot::sandport_reset` can reset known regions with it.
+fn manually_reset_region(base_addr: usize, image: &MemoryImage, mut region: &mut [u8]) {
+    let image_start = image.linear_memory_offset.byte_count();
+    let image_end = image_start + image.len.byte_count();
+    let mut region_start = region.as_ptr().addr() - base_addr;
+    let region_end = region_start + region.len();
+    let image_bytes = image.module_source.wasm_data();
+    let image_bytes = &image_bytes[image.module_source_offset..][..image.len.byte_count()];
+
+    // 1. Zero out the part before the image (if any).
+    if let Some(len_before_image) = image_start.checked_sub(region_start) {
+        let len = len_before_image.min(region.len());
+        let (a, b) = region.split_at_mut(len);
+        a.fill(0);
+        region = b;
+        region_start += len;
+
+        if region.is_empty() {
+            return;
+        }
+    }
+
+    debug_assert_eq!(region_end - region_start, region.len());
+    debug_assert!(region_start >= image_start);
+
+    // 2. Copy the original bytes from the image for the part that
+    //    overlaps with the image.
+    if let Some(len_in_image) = image_end.checked_sub(region_start) {
+        let len = len_in_image.min(region.len());
+        let (a, b) = region.split_at_mut(len);
+        a.copy_from_slice(&image_bytes[region_start - image_start..][..len]);
+        region = b;
+        region_start += len;
+
+        if region.is_empty() {
+            return;
+        }
+    }
+
+    debug_assert_eq!(region_end - region_start, region.len());
+    debug_assert!(region_start >= image_end);
+
+    // 3. Zero out the part after the image.
+    region.fill(0);
 }
 
 #[cfg(all(test, target_os = "linux", not(miri)))]

@@ -474,9 +474,13 @@ impl Memory {
         keep_resident: HostAlignedByteCount,
         image: Option<&Arc<MemoryImage>>,
         tunables: &MemoryTunables<'_>,
+        known: &mut Option<(usize, Vec<core::ops::Range<usize>>)>,
+        clean: bool,
     ) -> Result<bool> {
         match self {
-            Memory::Local(m) => m.sandport_reset(size, pagemap, keep_resident, image, tunables),
+            Memory::Local(m) => {
+                m.sandport_reset(size, pagemap, keep_resident, image, tunables, known, clean)
+            }
             Memory::Shared(_) => Ok(false),
         }
     }
@@ -818,7 +822,7 @@ impl LocalMemory {
 
     /// sandport patch: back to the image, at `size` bytes (what instantiation left), in place,
     /// as the pooling allocator does between two instances of a slot. `false` if this memory
-    /// cannot be.
+    /// cannot be. `known` and `clean`: see `MemoryImageSlot::sandport_reset`.
     pub fn sandport_reset(
         &mut self,
         size: usize,
@@ -826,6 +830,8 @@ impl LocalMemory {
         keep_resident: HostAlignedByteCount,
         image: Option<&Arc<MemoryImage>>,
         tunables: &MemoryTunables<'_>,
+        known: &mut Option<(usize, Vec<core::ops::Range<usize>>)>,
+        clean: bool,
     ) -> Result<bool> {
         let initial = size;
         // Only a static (pooled) memory can have its size set back: probe before changing it.
@@ -836,7 +842,22 @@ impl LocalMemory {
             return Ok(false);
         }
         let mut failed = None;
-        slot.clear_and_remain_ready(pagemap, keep_resident, |ptr, len| {
+        #[cfg(not(all(target_os = "linux", target_pointer_width = "64", feature = "std")))]
+        {
+            let _ = (
+                pagemap,
+                keep_resident,
+                image,
+                tunables,
+                known,
+                clean,
+                initial,
+                &mut failed,
+            );
+            return Ok(false);
+        }
+        #[cfg(all(target_os = "linux", target_pointer_width = "64", feature = "std"))]
+        slot.sandport_reset(pagemap, keep_resident, known, clean, |ptr, len| {
             let iov = [crate::runtime::vm::sys::vm::iovec {
                 iov_base: ptr.cast(),
                 iov_len: len,

@@ -21,6 +21,12 @@ pub unsafe fn written_regions(
     None
 }
 
+/// sandport patch: without `PAGEMAP_SCAN` nothing counts page faults either.
+#[allow(dead_code, reason = "not used on linux64")]
+pub fn thread_faults() -> Option<(u64, u64)> {
+    None
+}
+
 /// Resets `ptr` for `len` bytes.
 ///
 /// Returns the number of bytse that are still resident after this returns.

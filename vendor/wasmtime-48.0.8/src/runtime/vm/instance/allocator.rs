@@ -219,6 +219,8 @@ pub unsafe trait InstanceAllocator: Send + Sync {
         _size: usize,
         _image: Option<&alloc::sync::Arc<crate::runtime::vm::MemoryImage>>,
         _tunables: &wasmtime_environ::MemoryTunables<'_>,
+        _known: &mut Option<(usize, Vec<core::ops::Range<usize>>)>,
+        _clean: bool,
     ) -> Result<bool> {
         Ok(false)
     }

@@ -28,8 +28,18 @@ pub struct InstanceResetPoint {
     passive_elements: Vec<Vec<crate::ValRaw>>,
     data_lengths: Vec<u32>,
     data_bases: Vec<usize>,
-    /// Per memory: its size in bytes and the pages instantiation wrote, as (offset, bytes).
-    memories: Vec<(usize, Vec<(usize, Vec<u8>)>)>,
+    memories: Vec<MemoryResetPoint>,
+}
+
+/// One memory's state right after instantiation.
+struct MemoryResetPoint {
+    /// Its size in bytes.
+    size: usize,
+    /// The pages instantiation wrote, as (offset, bytes).
+    written: Vec<(usize, Vec<u8>)>,
+    /// The written pages the last reset's scan found, as byte ranges; every page a guest can
+    /// write without a page fault is in them (see `MemoryImageSlot::sandport_reset`).
+    known: Option<(usize, Vec<core::ops::Range<usize>>)>,
 }
 
 const _: () = assert!(core::mem::size_of::<crate::runtime::vm::VMGlobalDefinition>() == 16);
@@ -78,7 +88,13 @@ impl InstanceResetPoint {
         let memories = instance
             .memories
             .values()
-            .map(|(_, m)| Some((m.byte_size(), allocator.sandport_memory_written(m)?)))
+            .map(|(_, m)| {
+                Some(MemoryResetPoint {
+                    size: m.byte_size(),
+                    written: allocator.sandport_memory_written(m)?,
+                    known: None,
+                })
+            })
             .collect::<Option<Vec<_>>>()?;
         Some(InstanceResetPoint {
             globals,
@@ -93,28 +109,38 @@ impl InstanceResetPoint {
 
 impl Instance {
     /// Puts this instance back to `point`, taken from it. `Ok(false)` if it cannot be, and
-    /// then the instance must not run again.
+    /// then the instance must not run again. `clean`: no page fault on this thread since the
+    /// last reset (see `MemoryImageSlot::sandport_reset`).
     pub(crate) fn sandport_reset(
         mut self: Pin<&mut Self>,
-        point: &InstanceResetPoint,
+        point: &mut InstanceResetPoint,
         allocator: &dyn InstanceAllocator,
         tunables: &Tunables,
+        clean: bool,
     ) -> Result<bool> {
         let memory_tunables = MemoryTunables::new(tunables, MemoryKind::LinearMemory);
         // Fields borrowed apart, not cloned: the module's `Arc` is shared by every thread's
         // instances, and a count bumped per call would bounce between cores.
         // SAFETY: nothing is moved out of the pinned instance.
         let this = unsafe { self.as_mut().get_unchecked_mut() };
-        for (i, (size, written)) in point.memories.iter().enumerate() {
+        for (i, m) in point.memories.iter_mut().enumerate() {
             let index = DefinedMemoryIndex::new(i);
             let image = this.runtime_info.memory_image(index)?;
             let memory = &mut this.memories[index].1;
-            if !allocator.sandport_reset_memory(memory, *size, image, &memory_tunables)? {
+            let (size, known) = (m.size, &mut m.known);
+            if !allocator.sandport_reset_memory(
+                memory,
+                size,
+                image,
+                &memory_tunables,
+                known,
+                clean,
+            )? {
                 return Ok(false);
             }
             let def = memory.vmmemory();
             let base = def.base.as_ptr();
-            for (offset, bytes) in written {
+            for (offset, bytes) in &m.written {
                 // SAFETY: the pages were within the memory's initial size, which it has again.
                 unsafe {
                     core::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(*offset), bytes.len())

@@ -674,6 +674,8 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
         size: usize,
         image: Option<&alloc::sync::Arc<crate::runtime::vm::MemoryImage>>,
         tunables: &wasmtime_environ::MemoryTunables<'_>,
+        known: &mut Option<(usize, Vec<core::ops::Range<usize>>)>,
+        clean: bool,
     ) -> Result<bool> {
         memory.sandport_reset(
             size,
@@ -681,6 +683,8 @@ unsafe impl InstanceAllocator for PoolingInstanceAllocator {
             self.memories.keep_resident,
             image,
             tunables,
+            known,
+            clean,
         )
     }
 

@@ -7,7 +7,9 @@ use core::ptr::{self, NonNull};
 #[cfg(feature = "std")]
 use std::{fs::File, sync::Arc};
 
-pub use crate::runtime::vm::pagemap_disabled::{PageMap, reset_with_pagemap, written_regions};
+pub use crate::runtime::vm::pagemap_disabled::{
+    PageMap, reset_with_pagemap, thread_faults, written_regions,
+};
 
 pub unsafe fn expose_existing_mapping(ptr: *mut u8, len: usize) -> Result<()> {
     unsafe {

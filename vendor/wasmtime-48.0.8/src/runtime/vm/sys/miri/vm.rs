@@ -3,7 +3,9 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-pub use crate::runtime::vm::pagemap_disabled::{PageMap, reset_with_pagemap, written_regions};
+pub use crate::runtime::vm::pagemap_disabled::{
+    PageMap, reset_with_pagemap, thread_faults, written_regions,
+};
 
 pub unsafe fn expose_existing_mapping(ptr: *mut u8, len: usize) -> io::Result<()> {
     unsafe {

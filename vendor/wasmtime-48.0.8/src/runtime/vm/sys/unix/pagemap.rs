@@ -276,83 +276,139 @@ pub unsafe fn reset_with_pagemap(
         },
     };
 
-    // sandport patch: up to 4096 regions, on the heap, instead of 32 on the
-    // stack. An interpreter (CPython, SpiderMonkey) dirties hundreds of
+    // sandport patch: the scan is repeated from where the kernel stopped
+    // while its output buffer was full, instead of one scan of at most 32
+    // regions. An interpreter (CPython, SpiderMonkey) dirties hundreds of
     // scattered pages per call; with 32 regions the scan stopped early and
     // everything after it was decommitted, so the next instance faulted it
     // all in again (and each copy-on-write fault flushed the other cores'
-    // TLBs). See sandport's vendor/README.md.
-    const MAX_REGIONS: usize = 4096;
-    let mut storage = std::vec![MaybeUninit::uninit(); MAX_REGIONS];
-
-    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len.byte_count()))
-        .max_pages(keep_resident.byte_count() / host_page_size)
-        // We specifically want pages that are NOT backed by the zero page or
-        // backed by files. Such pages mean that they haven't changed from their
-        // original contents, so they're inverted.
-        .category_inverted(Categories::PFNZERO | Categories::FILE)
-        // Search for pages that are written and present as those are the dirty
-        // pages. Additionally search for the zero page/file page as those are
-        // inverted above meaning we're searching for pages that specifically
-        // don't have those flags.
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
-        // Don't return any categories back. This helps group regions together
-        // since the reported set of categories is always empty and we otherwise
-        // aren't looking for anything in particular.
-        .return_mask(Categories::empty())
-        .build(&mut storage);
-
-    // SAFETY: this should be a safe ioctl as we control the fd we're operating
-    // on plus all of `scan_arg`, but this relies on `Ioctl` below being the
-    // correct implementation and such.
-    let result = match unsafe { ioctl(&pagemap.0, scan_arg) } {
-        Ok(result) => result,
-
+    // TLBs). The buffer stays small: the kernel copies it into one of its
+    // own, and above 8 KiB (341 regions) that is a page allocation per
+    // call. See sandport's vendor/README.md.
+    let end = ptr.wrapping_add(len.byte_count());
+    let mut pages_left = keep_resident.byte_count() / host_page_size;
+    let mut walk_end = ptr.cast_const();
+    let mut bytes_resident = 0;
+    // SAFETY: the caller's contract for the whole range covers every part.
+    let scanned = unsafe {
+        scan_written(pagemap, ptr, end, pages_left, |region| {
+            match region {
+                Ok(region) => {
+                    pages_left = pages_left.saturating_sub(region.len() / host_page_size);
+                    reset_manually(region);
+                    bytes_resident += region.len();
+                }
+                Err(stop) => walk_end = stop,
+            }
+            pages_left > 0
+        })
+    };
+    if let Err(err) = scanned {
         // If the ioctl fails for whatever reason, we at least tried, so fall
-        // back to the default behavior.
-        //
+        // back to the default behavior (which resets again what was reset).
+        log::warn!("failed pagemap scan {err}");
         // SAFETY: the safety requirement of
         // `pagemap_disabled::reset_with_pagemap` is the same as this function.
-        Err(err) => unsafe {
-            log::warn!("failed pagemap scan {err}");
-            return crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
+        return unsafe {
+            crate::runtime::vm::pagemap_disabled::reset_with_pagemap(
                 None,
                 ptr,
                 len,
                 keep_resident,
                 reset_manually,
                 decommit,
-            );
-        },
-    };
-
-    // For all regions that were written in the scan reset them manually, then
-    // afterwards decommit everything else.
-    let mut bytes_resident = 0;
-    for region in result.regions() {
-        // SAFETY: we're relying on Linux to pass in valid region ranges within
-        // the `ptr/len` we specified to the original syscall.
-        unsafe {
-            reset_manually(&mut *region.region().cast_mut());
-        }
-        bytes_resident += region.len();
+            )
+        };
     }
 
     // Report everything after `walk_end` to the end of memory as memory that
     // must be decommitted as the scan didn't reach it. Note that if `walk_end`
     // is already at the end of memory then the byte size of the decommitted
     // memory here will be 0 meaning that this is a noop.
-    let scan_size = result.walk_end().addr() - ptr.addr();
-    decommit(result.walk_end().cast_mut(), len.byte_count() - scan_size);
+    let scan_size = walk_end.addr() - ptr.addr();
+    decommit(walk_end.cast_mut(), len.byte_count() - scan_size);
 
     bytes_resident
 }
 
+/// sandport patch: calls `found(Ok(region))` for every written page run of
+/// `ptr..end` (present and neither file-backed nor the zero page), in order,
+/// then `found(Err(walk_end))` with where the scan stopped. `found` returns
+/// whether to go on; at most `max_pages` pages are reported (0: no limit). The
+/// kernel's output buffer is 256 regions, on the stack; the scan goes on
+/// from where it stopped while that buffer came back full.
+///
+/// # Safety
+///
+/// Requires that `ptr..end` is valid to read and write.
+unsafe fn scan_written(
+    pagemap: &PageMap,
+    ptr: *mut u8,
+    end: *mut u8,
+    max_pages: usize,
+    mut found: impl FnMut(Result<&mut [u8], *const u8>) -> bool,
+) -> std::io::Result<()> {
+    const REGIONS: usize = 256;
+    let mut storage = [MaybeUninit::uninit(); REGIONS];
+    let mut start = ptr;
+    let mut pages_left = max_pages;
+    loop {
+        let scan_arg =
+            PageMapScanBuilder::new(ptr::slice_from_raw_parts(start, end.addr() - start.addr()))
+                .max_pages(pages_left)
+                // We specifically want pages that are NOT backed by the zero
+                // page or backed by files. Such pages mean that they haven't
+                // changed from their original contents, so they're inverted.
+                .category_inverted(Categories::PFNZERO | Categories::FILE)
+                // Search for pages that are written and present as those are
+                // the dirty pages. Additionally search for the zero page/file
+                // page as those are inverted above meaning we're searching for
+                // pages that specifically don't have those flags.
+                .category_mask(
+                    Categories::WRITTEN
+                        | Categories::PRESENT
+                        | Categories::PFNZERO
+                        | Categories::FILE,
+                )
+                // Don't return any categories back. This helps group regions
+                // together since the reported set of categories is always empty
+                // and we otherwise aren't looking for anything in particular.
+                .return_mask(Categories::empty())
+                .build(&mut storage);
+        // SAFETY: this should be a safe ioctl as we control the fd we're
+        // operating on plus all of `scan_arg`, but this relies on `Ioctl`
+        // below being the correct implementation and such.
+        let result = unsafe { ioctl(&pagemap.0, scan_arg) }?;
+        let full = result.regions().len() == REGIONS;
+        for region in result.regions() {
+            let pages = region.len() / host_page_size();
+            // SAFETY: we're relying on Linux to pass in valid region ranges
+            // within the `ptr/len` we specified to the original syscall.
+            let region = unsafe { &mut *region.region().cast_mut() };
+            if !found(Ok(region)) {
+                found(Err(region.as_ptr_range().end));
+                return Ok(());
+            }
+            if max_pages > 0 {
+                pages_left -= pages.min(pages_left);
+            }
+        }
+        let stop = result.walk_end();
+        if !full || stop >= end.cast_const() || stop <= start.cast_const() {
+            found(Err(stop));
+            return Ok(());
+        }
+        if max_pages > 0 && pages_left == 0 {
+            found(Err(stop));
+            return Ok(());
+        }
+        start = stop.cast_mut();
+    }
+}
+
 /// sandport patch: the pages of `ptr..ptr + len` written since they were mapped (present and
 /// neither file-backed nor the zero page), as byte ranges from `ptr`. `None` if the scan failed
-/// or stopped short of the end (too many separate regions).
+/// or found more than 4096 separate runs.
 ///
 /// # Safety
 ///
@@ -363,29 +419,47 @@ pub unsafe fn written_regions(
     len: usize,
 ) -> Option<std::vec::Vec<core::ops::Range<usize>>> {
     const MAX_REGIONS: usize = 4096;
-    let mut storage = std::vec![MaybeUninit::uninit(); MAX_REGIONS];
-    let scan_arg = PageMapScanBuilder::new(ptr::slice_from_raw_parts(ptr, len))
-        .category_inverted(Categories::PFNZERO | Categories::FILE)
-        .category_mask(
-            Categories::WRITTEN | Categories::PRESENT | Categories::PFNZERO | Categories::FILE,
-        )
-        .return_mask(Categories::empty())
-        .build(&mut storage);
+    let end = ptr.wrapping_add(len);
+    let mut regions = std::vec::Vec::new();
+    let mut walk_end = ptr.cast_const();
     // SAFETY: as in `reset_with_pagemap`.
-    let result = unsafe { ioctl(&pagemap.0, scan_arg) }.ok()?;
-    if result.walk_end().addr() != ptr.addr() + len {
+    unsafe {
+        scan_written(pagemap, ptr, end, 0, |region| match region {
+            Ok(r) => {
+                let start = r.as_ptr().addr() - ptr.addr();
+                regions.push(start..start + r.len());
+                regions.len() < MAX_REGIONS
+            }
+            Err(stop) => {
+                walk_end = stop;
+                false
+            }
+        })
+    }
+    .ok()?;
+    (walk_end.addr() == end.addr()).then_some(regions)
+}
+
+/// sandport patch: how many page faults the calling thread has taken, with a token
+/// that tells this thread from any other; `None` if unknown.
+///
+/// A page of a private mapping only becomes writable through a fault (or a
+/// huge-page collapse, which `MADV_NOHUGEPAGE` rules out): if this count has
+/// not moved since the last reset on this thread, the guest can only have
+/// written pages the last scan found. See `MemoryImageSlot::sandport_reset`.
+pub fn thread_faults() -> Option<(u64, u64)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    std::thread_local!(static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut usage = MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `usage` is valid to write a `rusage` to.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) } != 0 {
         return None;
     }
-    Some(
-        result
-            .regions()
-            .iter()
-            .map(|r| {
-                let start = r.region().cast::<u8>().addr() - ptr.addr();
-                start..start + r.len()
-            })
-            .collect(),
-    )
+    // SAFETY: `getrusage` succeeded, so it wrote `usage`.
+    let usage = unsafe { usage.assume_init() };
+    let faults = (usage.ru_minflt as u64).wrapping_add(usage.ru_majflt as u64);
+    Some((TOKEN.with(|t| *t), faults))
 }
 
 mod ioctl {
