@@ -1,7 +1,7 @@
 //! Microbenchmarks of the plugin call path, through the same `WorkerPool` the server's workers
 //! use: a component call on a reused instance (`--isolation worker`), the same for a core-ABI
-//! module, a fresh instance for every message (`--isolation message`), and the native echo
-//! baseline (no Wasm) as the floor.
+//! module, a pristine instance for every message (`--isolation message`: reset in place, and
+//! made anew with `--no-reset`), and the native echo baseline (no Wasm) as the floor.
 //!
 //! Needs `plugins/echo.wasm` (`cargo xtask plugins`). Run with
 //! `cargo bench -p sandport --bench call_path`; `-- --test` runs each case once, as a smoke test.

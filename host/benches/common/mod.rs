@@ -103,7 +103,17 @@ pub fn pool(plugin: &Path, isolation: Isolation) -> Case {
 
 /// A pool of `plugin` with its `--config` `settings` (key, value).
 pub fn pool_with(plugin: &Path, isolation: Isolation, settings: &[(&str, &str)]) -> Case {
-    let mut cfg = config(plugin, isolation);
+    pool_of(config(plugin, isolation), plugin, settings)
+}
+
+/// `--isolation message` with `--no-reset`: a new instance made for every message.
+fn pool_no_reset(plugin: &Path) -> Case {
+    let mut cfg = config(plugin, Isolation::Message);
+    cfg.reset = false;
+    pool_of(cfg, plugin, &[])
+}
+
+fn pool_of(mut cfg: Config, plugin: &Path, settings: &[(&str, &str)]) -> Case {
     let name = sandport::plugin::name_of(plugin);
     for (key, value) in settings {
         cfg.plugin_config
@@ -139,8 +149,12 @@ pub const CASES: &[(&str, usize)] = &[
     ("component_reused", 1024),
     ("core_reused", 64),
     ("core_reused", 1024),
+    // `--isolation message`: a pristine instance per message, the worker's own reset in place
+    // (the default) ...
     ("component_fresh", 64),
     ("core_fresh", 64),
+    // ... or a new one made for each (`--no-reset`).
+    ("component_new", 64),
     // Contract 0.2: the same reused echo, called by connection id (`statebench`, no state op).
     ("v2_component_reused", 64),
     ("v2_component_fresh", 64),
@@ -157,6 +171,7 @@ pub fn case_pool(name: &str, component: &Path, core: &Path) -> Option<Case> {
         "core_reused" => pool(core, Isolation::Worker),
         "component_fresh" => pool(component, Isolation::Message),
         "core_fresh" => pool(core, Isolation::Message),
+        "component_new" => pool_no_reset(component),
         "v2_component_reused" => pool(&statebench(), Isolation::Worker),
         "v2_component_fresh" => pool(&statebench(), Isolation::Message),
         "v2_state_16_ops" => pool_with(&statebench(), Isolation::Worker, &[("ops", "16")]),
