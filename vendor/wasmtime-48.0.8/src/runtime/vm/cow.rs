@@ -567,7 +567,6 @@ impl MemoryImageSlot {
     /// `known`, and only those are reset. Otherwise memory is scanned as usual and `known`
     /// becomes what the scan found. The first scan also turns huge pages off for this slot: a
     /// huge page made by `khugepaged` would be writable without a fault.
-    #[cfg(all(target_os = "linux", target_pointer_width = "64", feature = "std"))]
     pub(crate) fn sandport_reset(
         &mut self,
         pagemap: Option<&PageMap>,
@@ -596,6 +595,7 @@ impl MemoryImageSlot {
                 }
             }
             _ => {
+                #[cfg(all(target_os = "linux", feature = "std"))]
                 if known.is_none() {
                     // SAFETY: advice on this slot's own reservation.
                     let ret = unsafe {

@@ -842,21 +842,6 @@ impl LocalMemory {
             return Ok(false);
         }
         let mut failed = None;
-        #[cfg(not(all(target_os = "linux", target_pointer_width = "64", feature = "std")))]
-        {
-            let _ = (
-                pagemap,
-                keep_resident,
-                image,
-                tunables,
-                known,
-                clean,
-                initial,
-                &mut failed,
-            );
-            return Ok(false);
-        }
-        #[cfg(all(target_os = "linux", target_pointer_width = "64", feature = "std"))]
         slot.sandport_reset(pagemap, keep_resident, known, clean, |ptr, len| {
             let iov = [crate::runtime::vm::sys::vm::iovec {
                 iov_base: ptr.cast(),
