@@ -8,6 +8,9 @@
 # median msg/s and p99 of each, and NEW/OLD. Build first:
 # cargo build --release -p sandport -p sandport-bench.
 #
+# OLD runs the plugins of the checkout at $AB_OLD_ROOT when it is set (default: this one), so
+# that a change to how a plugin is built is measured with each side's own build.
+#
 # CASES: `echo` (default): plugins/echo.wasm as the native echo, under `worker` and `message`.
 # `languages`: issue 10's scenario, the default `message` isolation for the Rust echo (with the
 # native echo beside it) and the Python, JavaScript and Go `upper` examples (replies checked).
@@ -37,14 +40,16 @@ trap 'rm -rf "$out"' EXIT
 
 run_one() { # BIN LABEL CASE -> one JSON report in $out
     local bin="$1" label="$2" name plugin mode flags extra=() log="$out/server.log" pid addr
+    local base="$root"
+    [ "$label" = old ] && base="${AB_OLD_ROOT:-$root}"
     read -r name plugin mode flags <<<"$3"
     [ "$flags" = - ] && flags=""
     case "$mode" in
         native) extra=(--bench-native-echo) ;;
         *) extra=(--isolation "$mode") ;;
     esac
-    [ -f "$root/$plugin" ] || { echo "ab: $root/$plugin is missing" >&2; exit 2; }
-    RUST_LOG=info NO_COLOR=1 "$bin" --listen 127.0.0.1:0 --workers 2 --plugin "$root/$plugin" \
+    [ -f "$base/$plugin" ] || { echo "ab: $base/$plugin is missing" >&2; exit 2; }
+    RUST_LOG=info NO_COLOR=1 "$bin" --listen 127.0.0.1:0 --workers 2 --plugin "$base/$plugin" \
         "${extra[@]}" 2>"$log" &
     pid=$!
     for _ in $(seq 3600); do # the first start compiles the plugin (a minute for Python)

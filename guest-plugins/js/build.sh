@@ -11,13 +11,15 @@
 # Usage (from the repository root, as `cargo xtask plugins` runs it):
 #   bash guest-plugins/js/build.sh OUT_DIR
 # componentize-js comes from npm, pinned with all its dependencies by package.json and
-# package-lock.json beside this script, and installed once (`npm ci`) under $SANDPORT_TOOLS
+# package-lock.json beside this script, patched by componentize-js-0.23.0.patch (which adds
+# `--append-bindings`: every plugin's bindings get warm-bindings.js, see there why), and
+# installed once (`npm ci`) under $SANDPORT_TOOLS
 # (default: ~/.cache/sandport/tools, as for `cargo xtask plugins`). Needs Node.js >= 18 and npm;
 # installed from Debian's packages when missing. The WIT folder is $SANDPORT_WIT (default: wit/
 # of this repository; contract 0.2.0 is its v0.2/ subfolder).
 set -euo pipefail
 
-COMPONENTIZE_JS_VERSION="0.23.0" # must match package.json
+COMPONENTIZE_JS_VERSION="0.23.0" # must match package.json and the patch's name
 # Each plugin, and the contract it implements (see sp_plugin in ../lib.sh).
 PLUGINS=(upper@0.1 router@0.1 chat@0.2)
 # `http` and `fetch-event` (fetch() and the wasi:http handler) need wasi:http, which sandport does
@@ -41,9 +43,11 @@ node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 18 ] || fail "node $(node --version) is too old: componentize-js needs Node.js >= 18"
 
 # --- toolchain: componentize-js and its dependencies, exactly as package-lock.json says --------
-# Keyed on the two files' contents only (not on where the checkout is), so that every checkout
-# and worktree of the same lock file shares one install.
-lock_sum="$(cat "$here/package.json" "$here/package-lock.json" | sha256sum | cut -c1-12)"
+# Keyed on the three files' contents only (not on where the checkout is), so that every checkout
+# and worktree of the same lock file and patch shares one install.
+patch_file="$here/componentize-js-$COMPONENTIZE_JS_VERSION.patch"
+[ -f "$patch_file" ] || fail "no $patch_file"
+lock_sum="$(cat "$here/package.json" "$here/package-lock.json" "$patch_file" | sha256sum | cut -c1-12)"
 prefix="$tools/componentize-js-$COMPONENTIZE_JS_VERSION-$lock_sum"
 cjs="$prefix/node_modules/@bytecodealliance/componentize-js/src/cli.js"
 # The stamp is written last, so an interrupted install is redone from scratch.
@@ -54,6 +58,9 @@ if [ ! -f "$prefix/.installed" ]; then
     cp "$here/package.json" "$here/package-lock.json" "$prefix/"
     npm ci --prefix "$prefix" --no-audit --no-fund --loglevel=error \
         || fail "npm ci of componentize-js $COMPONENTIZE_JS_VERSION failed"
+    command -v patch >/dev/null 2>&1 || sp_apt_install patch
+    patch --quiet --forward -p1 -d "$prefix/node_modules/@bytecodealliance/componentize-js" \
+        <"$patch_file" || fail "cannot apply $patch_file"
     touch "$prefix/.installed"
 fi
 installed="$(node -p "require('$prefix/node_modules/@bytecodealliance/componentize-js/package.json').version" 2>/dev/null || true)"
@@ -91,7 +98,8 @@ for entry in "${PLUGINS[@]}"; do
     partial="$out/.$plugin-js.wasm.partial"
     rm -f "$partial"
     (cd "$workdir" && node "$cjs" "$src" --wit "$plugin_wit" --world-name handler \
-        --disable "${DISABLED_FEATURES[@]}" --out "$partial") \
+        --disable "${DISABLED_FEATURES[@]}" --append-bindings "$here/warm-bindings.js" \
+        --out "$partial") \
         || { rm -f "$partial"; fail "componentize-js failed for $plugin"; }
     [ -s "$partial" ] || fail "componentize-js wrote no component for $plugin"
     mv -f "$partial" "$dest"
