@@ -20,6 +20,7 @@ use super::host_api::HostState;
 use super::instance::Instance;
 use super::limits::{self, CutOff};
 use super::preinit;
+use super::random;
 use super::registry::{kind_of, ms, Kind, Parts, Plugin, PluginKind, Plugins};
 use crate::config::Config;
 use crate::error::Error;
@@ -282,6 +283,7 @@ impl Linkers {
             let mut linker = Linker::new(engine);
             wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime("linking WASI"))?;
             limits::link_capped_clock(&mut linker).map_err(runtime("linking the capped clock"))?;
+            random::link_bulk_random(&mut linker).map_err(runtime("linking wasi:random"))?;
             Ok(linker)
         };
         let mut v1 = base()?;

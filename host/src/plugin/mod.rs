@@ -15,6 +15,7 @@ pub mod live;
 pub mod loader;
 pub mod pool;
 pub mod preinit;
+pub mod random;
 pub mod registry;
 pub mod services;
 
