@@ -4,9 +4,9 @@
 //! wasmtime-wasi 48 draws one 32-bit word per byte (`random_iter::<u8>()`). A fresh Python
 //! interpreter seeds its `random` module with 2,496 bytes, and under `--isolation message` every
 //! call starts fresh, so those draws were 5-7% of the server's time for `upper-python`
-//! (bench/PROFILES.md, "Issue 10, fifth pass"). The generator is the one wasmtime-wasi uses by
-//! default, `rand`'s thread-local ChaCha generator, seeded and reseeded from the OS; the length
-//! limit is its default too.
+//! (bench/PROFILES.md, "Issue 10, fifth pass"). The generator is `rand`'s thread-local ChaCha
+//! generator, seeded and reseeded from the OS: the one wasmtime-wasi's default per-context
+//! generator is itself seeded from. The length limit is wasmtime-wasi's default.
 
 use rand::Rng;
 use wasmtime::bail;
