@@ -11,8 +11,7 @@
 # Usage (from the repository root, as `cargo xtask plugins` runs it):
 #   bash guest-plugins/js/build.sh OUT_DIR
 # componentize-js comes from npm, pinned with all its dependencies by package.json and
-# package-lock.json beside this script, patched by componentize-js-0.23.0.patch (which adds
-# `--append-bindings`: every plugin's bindings get warm-bindings.js, see there why), and
+# package-lock.json beside this script, patched by componentize-js-0.23.0.patch, and
 # installed once (`npm ci`) under $SANDPORT_TOOLS
 # (default: ~/.cache/sandport/tools, as for `cargo xtask plugins`). Needs Node.js >= 18 and npm;
 # installed from Debian's packages when missing. The WIT folder is $SANDPORT_WIT (default: wit/
@@ -97,9 +96,12 @@ for entry in "${PLUGINS[@]}"; do
     # old file or the new one, never half of one.
     partial="$out/.$plugin-js.wasm.partial"
     rm -f "$partial"
+    # The patch's options (docs/plugins/js.md, "Toolchain"), all for speed: the bindings get
+    # warm-bindings.js (see there why), their glue awaits a handler's value only when it is a
+    # promise, and it no longer calls a debug logger that never logs.
     (cd "$workdir" && node "$cjs" "$src" --wit "$plugin_wit" --world-name handler \
         --disable "${DISABLED_FEATURES[@]}" --append-bindings "$here/warm-bindings.js" \
-        --out "$partial") \
+        --await-only-thenables --strip-debug-log --out "$partial") \
         || { rm -f "$partial"; fail "componentize-js failed for $plugin"; }
     [ -s "$partial" ] || fail "componentize-js wrote no component for $plugin"
     mv -f "$partial" "$dest"

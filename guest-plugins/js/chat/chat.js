@@ -88,7 +88,9 @@ function handle(kv, conn, line) {
   return undefined;
 }
 
-export function onConnect(conn) {
+// `async` to show that an export may return a promise: the glue awaits it (the tests check the
+// welcome line, so they check that path). A handler that returns a plain value is not awaited.
+export async function onConnect(conn) {
   const name = `guest${conn.id}`;
   const kv = bucket();
   try {
