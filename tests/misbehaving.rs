@@ -228,13 +228,35 @@ fn sandbox_grants_nothing() {
         .env("SANDPORT_TEST_SECRET", "do-not-leak")
         .start();
     let mut c = server.connect();
-    c.send_frame(b"report");
-    let report = c.recv_frame(REPLY_TIMEOUT).expect("sandbox report");
-    let report = String::from_utf8_lossy(&report).into_owned();
-    let lines: Vec<&str> = report.lines().collect();
-    assert_eq!(lines.len(), 4, "four report lines: {report:?}");
-    assert!(lines[0].starts_with("file: denied"), "{report}");
-    assert_eq!(lines[1], "env: 0 vars", "{report}");
-    assert_eq!(lines[2], "args: 0", "{report}");
-    assert!(lines[3].starts_with("net: denied"), "{report}");
+    let mut report = || {
+        c.send_frame(b"report");
+        let report = c.recv_frame(REPLY_TIMEOUT).expect("sandbox report");
+        String::from_utf8_lossy(&report).into_owned()
+    };
+    let (first, second) = (report(), report());
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 5, "five report lines: {first:?}");
+    assert!(lines[0].starts_with("file: denied"), "{first}");
+    assert_eq!(lines[1], "env: 0 vars", "{first}");
+    assert_eq!(lines[2], "args: 0", "{first}");
+    assert!(lines[3].starts_with("net: denied"), "{first}");
+
+    // Secure random bytes are granted, and fresh in every call: under the default
+    // `--isolation message` both calls start from the same reset instance, so a generator kept
+    // in the instance would repeat itself.
+    let random = |report: &str| {
+        let line = report.lines().nth(4).unwrap_or_default().to_string();
+        let digits = line
+            .strip_prefix("random: ")
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            digits.len() == 32 && digits.chars().all(|c| c.is_ascii_hexdigit()),
+            "16 random bytes in hex: {report:?}"
+        );
+        digits
+    };
+    let (a, b) = (random(&first), random(&second));
+    assert_ne!(a, b, "two calls drew the same bytes");
+    assert_ne!(a, "0".repeat(32), "no bytes were drawn");
 }

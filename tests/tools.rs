@@ -34,6 +34,7 @@ fn check_describes_a_component_and_what_the_sandbox_denies() {
         "files: denied (no preopened directories)",
         "network: denied",
         "environment and arguments: empty",
+        "random: allowed",
         "ok: it can be served",
     ] {
         assert!(

@@ -5,11 +5,33 @@
 //! env: <n> vars                                     (environment variables visible)
 //! args: <n>                                         (command-line arguments visible)
 //! net: denied (<error>)       or  net: allowed      (TCP connect to 127.0.0.1:1)
+//! random: <32 hex digits>                           (16 bytes from wasi:random/random)
 //! ```
 
 use std::fmt::Display;
 
 wit_bindgen::generate!({ path: "../../wit", world: "handler" });
+
+/// WASI 0.2's secure random source, which the host grants (and serves in bulk:
+/// host/src/plugin/random.rs). The standard library does not reach it: its hash seeds come
+/// from `insecure-seed`.
+mod secure_random {
+    wit_bindgen::generate!({
+        inline: "
+            package wasi:random@0.2.6;
+            // Whole, as WASI 0.2.6 has it: the linker merges it with the standard library's.
+            interface random {
+                get-random-bytes: func(len: u64) -> list<u8>;
+                get-random-u64: func() -> u64;
+            }
+            world secure-random {
+                import random;
+            }
+        ",
+        world: "secure-random",
+    });
+    pub use self::wasi::random::random::get_random_bytes;
+}
 
 /// `allowed` or `denied (<error>)`.
 fn outcome<T, E: Display>(result: Result<T, E>) -> String {
@@ -17,6 +39,10 @@ fn outcome<T, E: Display>(result: Result<T, E>) -> String {
         Ok(_) => "allowed".to_string(),
         Err(e) => format!("denied ({e})"),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Sandbox;
@@ -32,6 +58,7 @@ impl Guest for Sandbox {
             format!("env: {} vars", std::env::vars_os().count()),
             format!("args: {}", std::env::args_os().count()),
             format!("net: {}", outcome(std::net::TcpStream::connect("127.0.0.1:1"))),
+            format!("random: {}", hex(&secure_random::get_random_bytes(16))),
         ]
         .join("\n");
         Ok(Response { reply: Some(report.into_bytes()), close: false })
