@@ -9,6 +9,7 @@
 
 mod client;
 mod files;
+mod haproxy;
 mod launch;
 mod logs;
 mod procfs;
@@ -17,6 +18,7 @@ mod server;
 
 pub use client::*;
 pub use files::*;
+pub use haproxy::*;
 pub use launch::*;
 pub use logs::*;
 pub use procfs::*;

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::haproxy::{free_addr, haproxy_cfg_here, Haproxy};
+use super::haproxy::haproxy_cfg_here;
 use super::systemd::unit_args_here;
 use super::*;
 use crate::metrics::{scrape, value};

@@ -1,9 +1,8 @@
 //! deploy/haproxy.cfg: `haproxy -c`, then a real HAProxy running it in front of a host started
 //! with the systemd unit's flags.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use super::systemd::unit_args_here;
@@ -57,45 +56,6 @@ pub(super) fn haproxy_cfg_here(front: SocketAddr, servers: &[(SocketAddr, Socket
     out
 }
 
-/// A real HAProxy running `cfg`, killed on drop; what it says on stderr and logs on stdout.
-pub(super) struct Haproxy {
-    pub said: LogBuffer,
-    pub logged: LogBuffer,
-    _child: KillOnDrop,
-}
-
-impl Haproxy {
-    /// Starts it and waits until `front` accepts connections.
-    pub fn start(cfg: &Path, front: SocketAddr) -> Haproxy {
-        let mut child = Command::new(debian_tool("haproxy", "haproxy"))
-            .arg("-db")
-            .arg("-f")
-            .arg(cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("haproxy starts");
-        let (said, _) = LogBuffer::capture(child.stderr.take().unwrap());
-        let (logged, _) = LogBuffer::capture(child.stdout.take().unwrap());
-        let haproxy = Haproxy {
-            said,
-            logged,
-            _child: KillOnDrop(child),
-        };
-        let listening = eventually(Duration::from_secs(10), || TcpStream::connect(front).ok());
-        assert!(listening.is_some(), "{}", haproxy.said.dump());
-        haproxy
-    }
-}
-
-/// A free port on 127.0.0.1, for a frontend.
-pub(super) fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 #[test]
 fn haproxy_with_the_config_checks_readyz_and_passes_clients_to_the_units_host() {
     let dir = TempDir::new("haproxy-run");
@@ -144,14 +104,4 @@ fn haproxy_with_the_config_checks_readyz_and_passes_clients_to_the_units_host() 
             .and_then(|e| e.code()),
         Some(0)
     );
-}
-
-/// Kills the child on drop, so a failing test leaves no haproxy behind.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -1,31 +1,24 @@
 //! A real HAProxy (Debian package `haproxy`) in front of sandport, in TCP mode with
 //! `send-proxy-v2`, as the README's "Behind HAProxy" section sets it up.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{behind_proxy, peer_seen};
 use crate::support::*;
 
-/// A running `haproxy` forwarding one port to sandport; killed on drop.
-struct HaProxy {
-    child: Child,
+/// A running `haproxy` in front of one sandport: its frontend's address.
+struct Front {
+    haproxy: Haproxy,
     addr: SocketAddr,
-    logs: LogBuffer,
     _dir: TempDir,
 }
 
-impl HaProxy {
+impl Front {
     /// Starts HAProxy on a free port of 127.0.0.1, forwarding to `backend` with a v2 header;
     /// `lines` go into the backend section, `options` at the end of its `server` line.
-    fn start(backend: SocketAddr, lines: &str, options: &str) -> HaProxy {
-        let bin = debian_tool("haproxy", "haproxy");
-        // A port the OS just handed out and took back: free, unless another test grabs it in
-        // between (then haproxy fails to bind, and the test says so).
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+    fn start(backend: SocketAddr, lines: &str, options: &str) -> Front {
+        let addr = free_addr();
         let dir = TempDir::new("haproxy");
         let config = dir.write(
             "haproxy.cfg",
@@ -37,49 +30,18 @@ impl HaProxy {
             )
             .as_bytes(),
         );
-        // -db: in the foreground, no daemon, so killing the child stops it.
-        let mut child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("haproxy starts");
-        let (logs, _) = LogBuffer::capture(child.stderr.take().unwrap());
-        let mut haproxy = HaProxy {
-            child,
+        Front {
+            haproxy: Haproxy::start(&config, addr),
             addr,
-            logs,
             _dir: dir,
-        };
-        let up = eventually(Duration::from_secs(10), || {
-            if let Ok(Some(status)) = haproxy.child.try_wait() {
-                panic!("haproxy exited: {status}\n{}", haproxy.logs.dump());
-            }
-            std::net::TcpStream::connect(addr).ok()
-        });
-        assert!(
-            up.is_some(),
-            "haproxy never listened on {addr}\n{}",
-            haproxy.logs.dump()
-        );
-        haproxy
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        }
     }
 }
 
 #[test]
 fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_counts_it() {
     let server = behind_proxy(&["--max-connections-per-ip", "1"]);
-    let haproxy = HaProxy::start(server.addr, "", "");
+    let haproxy = Front::start(server.addr, "", "");
     // Clients on two other loopback addresses: HAProxy itself connects from 127.0.0.1.
     let mut client = Client::connect_from([127, 0, 0, 2], haproxy.addr);
     let own = client.local_addr().to_string();
@@ -87,7 +49,7 @@ fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_co
         peer_seen(&mut client),
         own,
         "haproxy log:\n{}",
-        haproxy.logs.dump()
+        haproxy.haproxy.said.dump()
     );
     // The log reaches the test through a pipe and a reader thread: wait for the line.
     server.wait_for_log_where(LOG_TIMEOUT, "the client's own address logged", |l| {
@@ -120,14 +82,19 @@ fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
     // puts the server's PROXY header before it: v2 LOCAL, as no client is behind a check.
     let check = "    option tcp-check\n    tcp-check connect default\n    \
                  tcp-check send-binary 77686f616d690a\n    tcp-check expect rstring ^[0-9]+\n";
-    let haproxy = HaProxy::start(server.addr, check, "check inter 100ms");
+    let haproxy = Front::start(server.addr, check, "check inter 100ms");
     // (Waiting for HAProxy to listen made a client connection through it too: not a check.)
     let line = server.wait_for_log_where(Duration::from_secs(10), "a check's LOCAL header", |l| {
         l.contains("PROXY header read") && l.contains("header=Local")
     });
     let proxy = log_field(&line, "proxy");
     let client = log_field(&line, "client");
-    assert_eq!(client, proxy, "{line}\nhaproxy:\n{}", haproxy.logs.dump());
+    assert_eq!(
+        client,
+        proxy,
+        "{line}\nhaproxy:\n{}",
+        haproxy.haproxy.said.dump()
+    );
     let conn = log_field(&line, "conn").expect("a conn field");
     let opened = server.wait_for_log_where(LOG_TIMEOUT, "the check's connection opened", |l| {
         l.contains("connection opened") && log_field(l, "conn").as_deref() == Some(&*conn)
@@ -151,7 +118,7 @@ fn through_haproxy_the_ratelimit_plugin_counts_each_client_not_the_proxy() {
         .config("ratelimit.max=2")
         .config("ratelimit.window_ms=60000")
         .start();
-    let haproxy = HaProxy::start(server.addr, "", "");
+    let haproxy = Front::start(server.addr, "", "");
     let mut noisy = Client::connect_from([127, 0, 0, 2], haproxy.addr);
     let mut quiet = Client::connect_from([127, 0, 0, 3], haproxy.addr);
     noisy.roundtrip("1", "1");
