@@ -102,7 +102,7 @@ fn promtool() -> PathBuf {
 }
 
 /// Runs `promtool check metrics` on `exposition`; panics with what it says if it objects.
-fn promtool_check(exposition: &str) {
+pub(crate) fn promtool_check(exposition: &str) {
     let mut child = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

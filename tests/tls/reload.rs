@@ -8,7 +8,9 @@ use std::thread;
 
 use super::pki::{tls_args, Pki, TlsClient};
 use super::{CLOSED, FAILURES};
-use crate::metrics::{metrics_addr, scrape, value};
+use crate::metrics::{metrics_addr, promtool_check, scrape, value, wait_value};
+
+const RELOADS: &str = "sandport_tls_reloads_total";
 use crate::support::*;
 
 /// The subject a new connection's handshake shows, once it is `want` (polled: the reload
@@ -70,9 +72,15 @@ fn a_new_pair_on_sighup_serves_new_handshakes_and_drops_nothing_under_load() {
     };
     wait_for_more(200);
     wait_for_subject(&server, &pki, "CN=first");
+    assert_eq!(
+        value(&scrape(metrics), RELOADS, &[("result", "loaded")]),
+        Some(0.0)
+    );
     pki.server("live", "second", false);
     server.signal(libc::SIGHUP);
     wait_for_subject(&server, &pki, "CN=second");
+    let text = wait_value(metrics, RELOADS, &[("result", "loaded")], 1.0);
+    assert_eq!(value(&text, RELOADS, &[("result", "refused")]), Some(0.0));
     wait_for_more(200);
     stop.store(true, Relaxed);
     for (n, t) in load.into_iter().enumerate() {
@@ -113,19 +121,22 @@ fn a_bad_new_pair_on_sighup_is_refused_and_the_old_one_keeps_serving() {
     let server = Server::builder()
         .plugin(plugin("echo"))
         .args(tls_args(&pair))
-        .arg("--no-watch")
+        .args(["--no-watch", "--metrics-listen", "127.0.0.1:0"])
         .start();
+    let metrics = metrics_addr(&server);
     let mut open = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
-    // A key that is not the certificate's, then a certificate file that is not PEM.
+    // A key that is not the certificate's, then a certificate file that is not PEM: each
+    // refusal is counted, for monitoring to see a rotation that did not happen.
     let other = pki.server("other", "other", false);
     std::fs::copy(&other.key, &pair.key).unwrap();
     server.signal(libc::SIGHUP);
-    server.wait_for_log("reload refused", LOG_TIMEOUT);
+    wait_value(metrics, RELOADS, &[("result", "refused")], 1.0);
     std::fs::write(&pair.cert, "not a certificate").unwrap();
     server.signal(libc::SIGHUP);
-    wait_until("a second refusal", LOG_TIMEOUT, || {
-        server.log_lines_containing("reload refused").len() == 2
-    });
+    let text = wait_value(metrics, RELOADS, &[("result", "refused")], 2.0);
+    assert_eq!(value(&text, RELOADS, &[("result", "loaded")]), Some(0.0));
+    // The TLS families (reloads, handshake failures) pass Prometheus's own validator.
+    promtool_check(&text);
     let mut new = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
     assert_eq!(new.server_subject(), "CN=first");
     assert_eq!(new.roundtrip("new").unwrap(), "new");
@@ -139,7 +150,9 @@ fn a_new_pair_renamed_into_place_is_served_without_a_signal() {
     let server = Server::builder()
         .plugin(plugin("echo"))
         .args(tls_args(&pair))
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .start();
+    let metrics = metrics_addr(&server);
     let mut open = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
     assert_eq!(open.server_subject(), "CN=first");
     // The deploy way: write the new files beside, then rename each into place.
@@ -148,10 +161,15 @@ fn a_new_pair_renamed_into_place_is_served_without_a_signal() {
     std::fs::rename(&next.cert, &pair.cert).unwrap();
     wait_for_subject(&server, &pki, "CN=second");
     assert_eq!(open.roundtrip("still open").unwrap(), "still open");
-    // A broken file dropped in is refused; the pair serving goes on.
+    // A broken file dropped in is refused (and counted); the pair serving goes on. (The two
+    // renames above may have been read as two changes, the first a key without its
+    // certificate: refusals are counted from here.)
+    let refused = || value(&scrape(metrics), RELOADS, &[("result", "refused")]).unwrap_or(-1.0);
+    let before = refused();
     std::fs::write(pair.cert.with_extension("tmp"), "not a certificate").unwrap();
     std::fs::rename(pair.cert.with_extension("tmp"), &pair.cert).unwrap();
-    server.wait_for_log("reload refused", LOG_TIMEOUT);
+    let counted = eventually(REPLY_TIMEOUT, || (refused() > before).then_some(()));
+    assert!(counted.is_some(), "no refusal counted after {before}");
     let new = TlsClient::connect(server.addr, &pki.client_config()).unwrap();
     assert_eq!(new.server_subject(), "CN=second");
 }

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use super::{Metrics, Op, Ops, StageCounters, BUCKETS_NS, HOOKS};
 use crate::plugin::Live;
 use crate::server::stats::{Close, Stats, CAUSES};
-use crate::server::tls::HandshakeFailure;
+use crate::server::tls::{HandshakeFailure, Tls};
 use crate::state::{Backend, StateError};
 
 /// The `Content-Type` of what [`Exporter::render`] writes.
@@ -41,6 +41,8 @@ pub struct Exporter {
     live: Arc<Live>,
     /// The state store `/readyz` asks too (`--state-required-for-ready`).
     state: Option<StateCheck>,
+    /// With `--tls-cert`: its reloads.
+    tls: Option<Arc<Tls>>,
 }
 
 /// The store behind [`Exporter::with_state_check`].
@@ -61,7 +63,14 @@ impl Exporter {
             ops,
             live,
             state: None,
+            tls: None,
         }
+    }
+
+    /// Exports `tls`'s reloads too.
+    pub fn with_tls(mut self, tls: Arc<Tls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Makes [`Exporter::state_ready`] (so `/readyz`) ask `state` whether it can answer.
@@ -355,6 +364,20 @@ impl Collector for Exporter {
             MetricType::Counter,
             (reloads.iter()).map(|(p, r, n)| ([("plugin", p.as_str()), ("result", *r)], *n)),
         )?;
+        if let Some(tls) = &self.tls {
+            let (loaded, refused) = tls.reloads();
+            family(
+                &mut e,
+                "tls_reloads",
+                "TLS certificate and key reloads (SIGHUP, or the files changing), by result \
+                 (loaded: new handshakes use them; refused: the previous pair serves on)",
+                MetricType::Counter,
+                [
+                    ([("result", "loaded")], loaded),
+                    ([("result", "refused")], refused),
+                ],
+            )?;
+        }
         single(
             &mut e,
             "plugin_chain_generation",

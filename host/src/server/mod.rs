@@ -165,6 +165,10 @@ impl Server {
             plugins.ops.clone(),
             self.live.clone(),
         );
+        let exporter = match &self.tls {
+            Some(tls) => exporter.with_tls(tls.clone()),
+            None => exporter,
+        };
         if self.config.state_required_for_ready {
             exporter.with_state_check(plugins.state.clone())
         } else {

@@ -7,7 +7,9 @@
 //! reload stores a new one (an `ArcSwap`, so the accept path takes no lock), and connections
 //! keep the one they started with. A pair that does not load is refused and the old one stays.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -65,6 +67,16 @@ pub enum TlsError {
 pub struct Tls {
     files: TlsFiles,
     current: ArcSwap<ServerConfig>,
+    /// Reloads since start that loaded and that were refused: a refused rotation must be
+    /// visible to monitoring (`sandport_tls_reloads_total`), not only in the log.
+    loaded: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").field("files", &self.files).finish()
+    }
 }
 
 impl Tls {
@@ -74,7 +86,14 @@ impl Tls {
         Ok(Tls {
             files,
             current: ArcSwap::from_pointee(config),
+            loaded: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         })
+    }
+
+    /// How many reloads loaded, and how many were refused, since start.
+    pub fn reloads(&self) -> (u64, u64) {
+        (self.loaded.load(Relaxed), self.refused.load(Relaxed))
     }
 
     /// What a handshake starting now uses.
@@ -85,8 +104,11 @@ impl Tls {
     /// Reads the files again; new handshakes use them once they load. On an error nothing
     /// changes: the pair already served goes on being served.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.files)?;
+        let config = build(&self.files).inspect_err(|_| {
+            self.refused.fetch_add(1, Relaxed);
+        })?;
         self.current.store(Arc::new(config));
+        self.loaded.fetch_add(1, Relaxed);
         Ok(())
     }
 

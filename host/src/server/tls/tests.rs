@@ -47,11 +47,13 @@ fn a_pair_loads_and_a_reload_swaps_it_for_new_handshakes() {
     let before = tls.current();
     let (cert, key) = self_signed("two.test");
     files(&dir, &cert, &key);
+    assert_eq!(tls.reloads(), (0, 0), "loading at start is not a reload");
     tls.reload().unwrap();
     assert!(
         !Arc::ptr_eq(&before, &tls.current()),
         "new handshakes get the new pair"
     );
+    assert_eq!(tls.reloads(), (1, 0));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -72,6 +74,7 @@ fn a_bad_new_pair_is_refused_and_the_old_one_stays() {
         Arc::ptr_eq(&before, &tls.current()),
         "the old pair goes on serving"
     );
+    assert_eq!(tls.reloads(), (0, 2), "both refusals counted");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -81,7 +84,7 @@ fn each_unusable_file_says_which_flag_it_came_from() {
     let (cert, key) = self_signed("one.test");
     let mut f = files(&dir, &cert, &key);
     f.key = dir.join("missing.pem");
-    let e = Tls::load(f.clone()).err().expect("no key file");
+    let e = Tls::load(f.clone()).expect_err("no key file");
     assert!(
         matches!(
             e,
@@ -93,7 +96,7 @@ fn each_unusable_file_says_which_flag_it_came_from() {
         "{e:?}"
     );
     f.key = dir.join("cert.pem");
-    let e = Tls::load(f.clone()).err().expect("a certificate is no key");
+    let e = Tls::load(f.clone()).expect_err("a certificate is no key");
     assert!(
         matches!(
             e,
@@ -106,7 +109,7 @@ fn each_unusable_file_says_which_flag_it_came_from() {
     );
     f.key = dir.join("key.pem");
     f.client_ca = Some(dir.join("key.pem"));
-    let e = Tls::load(f.clone()).err().expect("a key is no CA");
+    let e = Tls::load(f.clone()).expect_err("a key is no CA");
     assert!(
         matches!(
             e,
