@@ -98,6 +98,11 @@ impl Client {
         self.send(&v);
     }
 
+    /// Writes `line` followed by `\n`, or says why it could not (the peer went away).
+    pub fn try_send_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.stream.write_all(format!("{line}\n").as_bytes())
+    }
+
     /// Writes a 4-byte big-endian length prefix and the payload.
     pub fn send_frame(&mut self, payload: &[u8]) {
         self.send(&frame(payload));
