@@ -41,15 +41,15 @@ impl Front {
 #[test]
 fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_counts_it() {
     let server = behind_proxy(&["--max-connections-per-ip", "1"]);
-    let haproxy = Front::start(server.addr, "", "");
+    let front = Front::start(server.addr, "", "");
     // Clients on two other loopback addresses: HAProxy itself connects from 127.0.0.1.
-    let mut client = Client::connect_from([127, 0, 0, 2], haproxy.addr);
+    let mut client = Client::connect_from([127, 0, 0, 2], front.addr);
     let own = client.local_addr().to_string();
     assert_eq!(
         peer_seen(&mut client),
         own,
         "haproxy log:\n{}",
-        haproxy.haproxy.said.dump()
+        front.haproxy.said.dump()
     );
     // The log reaches the test through a pipe and a reader thread: wait for the line.
     server.wait_for_log_where(LOG_TIMEOUT, "the client's own address logged", |l| {
@@ -57,14 +57,14 @@ fn through_haproxy_the_plugin_sees_the_clients_own_address_and_the_per_ip_cap_co
     });
     // A second connection from that client is over its cap of 1, though HAProxy's address
     // has two open; a client from elsewhere is served.
-    let mut second = Client::connect_from([127, 0, 0, 2], haproxy.addr);
+    let mut second = Client::connect_from([127, 0, 0, 2], front.addr);
     second.send_line("whoami");
     second.expect_closed_without_reply(REPLY_TIMEOUT);
     server.wait_for_log(
         "--max-connections-per-ip 1 reached for 127.0.0.2",
         LOG_TIMEOUT,
     );
-    let mut other = Client::connect_from([127, 0, 0, 3], haproxy.addr);
+    let mut other = Client::connect_from([127, 0, 0, 3], front.addr);
     let own = other.local_addr().to_string();
     assert_eq!(peer_seen(&mut other), own);
     // The first client is still served.
@@ -82,7 +82,7 @@ fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
     // puts the server's PROXY header before it: v2 LOCAL, as no client is behind a check.
     let check = "    option tcp-check\n    tcp-check connect default\n    \
                  tcp-check send-binary 77686f616d690a\n    tcp-check expect rstring ^[0-9]+\n";
-    let haproxy = Front::start(server.addr, check, "check inter 100ms");
+    let front = Front::start(server.addr, check, "check inter 100ms");
     // (Waiting for HAProxy to listen made a client connection through it too: not a check.)
     let line = server.wait_for_log_where(Duration::from_secs(10), "a check's LOCAL header", |l| {
         l.contains("PROXY header read") && l.contains("header=Local")
@@ -93,7 +93,7 @@ fn haproxy_health_checks_send_a_local_header_and_keep_the_proxy_address() {
         client,
         proxy,
         "{line}\nhaproxy:\n{}",
-        haproxy.haproxy.said.dump()
+        front.haproxy.said.dump()
     );
     let conn = log_field(&line, "conn").expect("a conn field");
     let opened = server.wait_for_log_where(LOG_TIMEOUT, "the check's connection opened", |l| {
@@ -118,9 +118,9 @@ fn through_haproxy_the_ratelimit_plugin_counts_each_client_not_the_proxy() {
         .config("ratelimit.max=2")
         .config("ratelimit.window_ms=60000")
         .start();
-    let haproxy = Front::start(server.addr, "", "");
-    let mut noisy = Client::connect_from([127, 0, 0, 2], haproxy.addr);
-    let mut quiet = Client::connect_from([127, 0, 0, 3], haproxy.addr);
+    let front = Front::start(server.addr, "", "");
+    let mut noisy = Client::connect_from([127, 0, 0, 2], front.addr);
+    let mut quiet = Client::connect_from([127, 0, 0, 3], front.addr);
     noisy.roundtrip("1", "1");
     noisy.roundtrip("2", "2");
     quiet.roundtrip("1", "1");

@@ -92,15 +92,16 @@ impl Client {
 
     /// Writes `line` followed by `\n`.
     pub fn send_line(&mut self, line: &str) {
-        let mut v = Vec::with_capacity(line.len() + 1);
-        v.extend_from_slice(line.as_bytes());
-        v.push(b'\n');
-        self.send(&v);
+        self.try_send_line(line)
+            .unwrap_or_else(|e| panic!("send a line of {} bytes: {e}", line.len()));
     }
 
     /// Writes `line` followed by `\n`, or says why it could not (the peer went away).
     pub fn try_send_line(&mut self, line: &str) -> std::io::Result<()> {
-        self.stream.write_all(format!("{line}\n").as_bytes())
+        let mut v = Vec::with_capacity(line.len() + 1);
+        v.extend_from_slice(line.as_bytes());
+        v.push(b'\n');
+        self.stream.write_all(&v)
     }
 
     /// Writes a 4-byte big-endian length prefix and the payload.

@@ -5,7 +5,8 @@
 //!
 //! Every new connection reads the current `ServerConfig` once, when its handshake starts; a
 //! reload stores a new one (an `ArcSwap`, so the accept path takes no lock), and connections
-//! keep the one they started with. A pair that does not load is refused and the old one stays.
+//! keep the one they started with. A pair that does not load is refused and the old one stays;
+//! loads and refusals are counted for the metrics.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
